@@ -1,0 +1,88 @@
+"""Every component id of the explorer, in one place (a test checks they are unique).
+
+Pattern-matching ids are dicts whose "type" is one of the ``*_TYPE`` constants below.
+"""
+
+from __future__ import annotations
+
+# ----- page and URL state
+LOCATION = "url"
+URL_NOTICE = "url-notice"
+GLOBAL_NOTICE = "global-notice"
+SPEC = "plot-spec"  # what the controls ask to show (dataset, layer, projection, colours...)
+SHOWN = "shown-spec"  # what the map shows now (+ trace layout), written by the figure callback
+SELECTED = "selected-row"  # clicked (query) row or None
+CAMERA = "camera"  # [x0, x1, y0, y1] or None (autorange)
+CAMERA_RESTORE = "camera-restore"  # camera to apply after back/forward
+
+# ----- data pickers (header)
+DATASET = "dataset-picker"
+LAYER = "layer-picker"
+DATASET_INFO = "dataset-info"
+
+# ----- projection controls
+METHOD = "method-picker"
+PERPLEXITY = "perplexity"
+N_NEIGHBORS = "n-neighbors"
+MIN_DIST = "min-dist"
+TSNE_PARAMS = "tsne-params"
+UMAP_PARAMS = "umap-params"
+
+# ----- appearance controls
+COLOR = "color-by"
+SYMBOL = "symbol-by"
+FILTER_COL = "filter-column"
+FILTER_VALUES = "filter-values"
+FILTER_MODE = "filter-mode"
+HOVER_COLS = "hover-columns"
+K = "k-neighbors"
+
+# ----- map
+GRAPH = "scatter"
+TOOLTIP = "hover-tooltip"
+MAP_NOTICE = "map-notice"
+MAP_STATUS = "map-status"
+
+# ----- background reduction
+REDUCE_REQUEST = "reduce-request"
+REDUCE_DONE = "reduce-done"
+REDUCE_BOX = "reduce-box"
+REDUCE_PROGRESS = "reduce-progress"
+REDUCE_LABEL = "reduce-label"
+REDUCE_CANCEL = "reduce-cancel"
+
+# ----- gallery (right panel)
+NEIGHBORS = "neighbors"  # {"dataset", "layer", "rows": [query, n1, ...]}
+GALLERY_TITLE = "gallery-title"
+GALLERY = "gallery"
+GALLERY_NOTICE = "gallery-notice"
+SELECTION_TITLE = "selection-title"
+SELECTION = "selection-gallery"
+CARD_TYPE = "gallery-card"
+
+# ----- datasets and encode panel
+DATASETS_VERSION = "datasets-version"
+DATASETS_TABLE = "datasets-table"
+DATASETS_REFRESH = "datasets-refresh"
+ENCODE_SOURCE = "encode-source"
+ENCODE_MODEL = "encode-model"
+ENCODE_CHECKPOINT = "encode-checkpoint"
+ENCODE_LAYERS = "encode-layers"
+ENCODE_POOL = "encode-pool"
+ENCODE_LABELS = "encode-labels"
+ENCODE_NAME = "encode-name"
+ENCODE_START = "encode-start"
+ENCODE_CANCEL = "encode-cancel"
+ENCODE_BOX = "encode-box"
+ENCODE_PROGRESS = "encode-progress"
+ENCODE_LABEL = "encode-label"
+ENCODE_NOTICE = "encode-notice"
+
+
+def all_ids() -> list[str]:
+    """Every plain string id defined here (pattern types excluded)."""
+    return [
+        v
+        for k, v in globals().items()
+        if k.isupper() and isinstance(v, str) and not k.endswith("_TYPE")
+    ]

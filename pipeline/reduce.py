@@ -1,0 +1,440 @@
+"""2-D projections of latent vectors: PCA, t-SNE (openTSNE) and UMAP (umap-learn).
+
+``reduce`` works on an in-memory (N, D) array of valid rows; ``projection`` is the cached,
+store-backed version the app uses: it reads a layer, leaves out rows with NaN/Inf latents
+(their coordinates are NaN) and stores the result keyed by every parameter and the seed.
+
+Results are deterministic for a fixed seed. Small inputs are handled rather than refused:
+parameters are clamped to what N allows (with a notice), and inputs t-SNE/UMAP cannot embed
+(too few points, all points identical) fall back to PCA with a notice saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from latentmap.pipeline.store import Entry, Store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+METHODS = ("pca", "tsne", "umap")
+METRICS = ("cosine", "euclidean")
+PROJECTION_VERSION = 1
+# Fewer points than this cannot be embedded by t-SNE / UMAP: PCA is used instead.
+MIN_POINTS = {"tsne": 5, "umap": 4}
+_LABELS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+class ReduceError(ValueError):
+    """Bad reduction request (unknown method, invalid parameter...); message is user-facing."""
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def default_params(method: str) -> dict[str, Any]:
+    method = _check_method(method)
+    if method == "tsne":
+        return {"perplexity": 30.0}
+    if method == "umap":
+        return {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine"}
+    return {}
+
+
+def _check_method(method: Any) -> str:
+    m = method.strip().lower() if isinstance(method, str) else method
+    if m not in METHODS:
+        raise ReduceError(f"unknown projection method {method!r}; choose one of {', '.join(METHODS)}")
+    return m
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ReduceError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ReduceError(f"{name} must be a number, got {value!r}") from None
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ReduceError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ReduceError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def normalize_params(
+    method: str, params: dict[str, Any] | None, n: int
+) -> tuple[dict[str, Any], list[str]]:
+    """Validate ``params`` for ``method`` on ``n`` points, fill defaults, clamp for small n.
+
+    Values may be strings (from URLs). Returns (params used, notices about any clamping).
+    Raises ReduceError naming the offending value.
+    """
+    method = _check_method(method)
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ReduceError(f"parameters must be a mapping, got {type(params).__name__}")
+    allowed = default_params(method)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) or "none"
+        raise ReduceError(
+            f"unknown parameter {', '.join(map(repr, unknown))} for {_LABELS[method]} "
+            f"(it takes: {known})"
+        )
+    used = {**allowed, **params}
+    notices: list[str] = []
+    n = int(n)
+
+    if method == "tsne":
+        p = _number("perplexity", used["perplexity"])
+        if p <= 0:
+            raise ReduceError(f"perplexity must be > 0, got {_fmt(p)}")
+        # openTSNE needs perplexity < (n - 1) / 3 (3 * perplexity neighbours per point)
+        if n >= MIN_POINTS["tsne"] and p >= (n - 1) / 3:
+            new = float(max(1, math.ceil((n - 1) / 3) - 1))
+            notices.append(f"perplexity {_fmt(p)} reduced to {_fmt(new)} for {n} points")
+            p = new
+        used["perplexity"] = p
+
+    elif method == "umap":
+        nn = _number("n_neighbors", used["n_neighbors"])
+        if nn != int(nn):
+            raise ReduceError(f"n_neighbors must be a whole number, got {_fmt(nn)}")
+        nn = int(nn)
+        if nn < 2:
+            raise ReduceError(f"n_neighbors must be at least 2, got {nn}")
+        if n >= 3 and nn > n - 1:
+            notices.append(f"n_neighbors {nn} reduced to {n - 1} for {n} points")
+            nn = n - 1
+        used["n_neighbors"] = nn
+        md = _number("min_dist", used["min_dist"])
+        if not 0.0 <= md <= 1.0:
+            raise ReduceError(f"min_dist must be between 0 and 1, got {_fmt(md)}")
+        used["min_dist"] = md
+        metric = used["metric"]
+        metric = metric.strip().lower() if isinstance(metric, str) else metric
+        if metric not in METRICS:
+            raise ReduceError(f"metric must be one of {', '.join(METRICS)}, got {used['metric']!r}")
+        used["metric"] = metric
+
+    return used, notices
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+def _report(progress: Progress | None, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(float(min(max(fraction, 0.0), 1.0)), message)
+
+
+def _pca(X: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    n, d = X.shape
+    n_comp = min(2, d, n)
+    solver = "randomized" if d > 50 and n > 500 else "full"
+    out = np.zeros((n, 2), dtype=np.float32)
+    if np.ptp(X, axis=0).max(initial=0.0) == 0.0:
+        return out  # all rows identical: no variance to show
+    Y = PCA(n_components=n_comp, svd_solver=solver, random_state=seed).fit_transform(X)
+    out[:, :n_comp] = Y
+    return out
+
+
+def _is_degenerate(X: np.ndarray, metric: str) -> bool:
+    """True when all rows are the same point under ``metric`` (nothing for t-SNE/UMAP to do)."""
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1)
+        nz = norms > 0
+        if nz.sum() == 0:
+            return True
+        if (~nz).any():
+            return False  # zero rows are at distance 1 from everything else
+        U = X / norms[:, None]
+        return bool(np.ptp(U, axis=0).max() <= 1e-6)
+    return bool(np.ptp(X, axis=0).max() == 0.0)
+
+
+def _tsne(X: np.ndarray, params: dict, seed: int, progress: Progress | None) -> np.ndarray:
+    from openTSNE import TSNE
+
+    n_jobs = os.cpu_count() or 1
+    tsne = TSNE(
+        n_components=2,
+        perplexity=params["perplexity"],
+        initialization="pca",
+        negative_gradient_method="fft",
+        metric="cosine",
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
+    _report(progress, 0.02, f"t-SNE: finding neighbours of {len(X):,} points")
+    emb = tsne.prepare_initial(X)
+    phases = [
+        (tsne.early_exaggeration_iter, tsne.early_exaggeration, tsne.initial_momentum, "early"),
+        (tsne.n_iter, tsne.exaggeration, tsne.final_momentum, "main"),
+    ]
+    total = sum(p[0] for p in phases)
+    done = 0
+    for n_iter, exaggeration, momentum, label in phases:
+        callback = None
+        if progress is not None:
+
+            def callback(it: int, error: float, _emb: Any, done: int = done, label: str = label):
+                frac = 0.1 + 0.9 * (done + it) / total
+                _report(
+                    progress, frac, f"t-SNE {label} phase: iteration {done + it}/{total}, KL {error:.3f}"
+                )
+                return False
+
+        emb = emb.optimize(
+            n_iter=n_iter,
+            exaggeration=exaggeration,
+            momentum=momentum,
+            inplace=True,
+            callbacks=callback,
+            callbacks_every_iters=25,
+            n_jobs=n_jobs,
+        )
+        done += n_iter
+    return np.asarray(emb, dtype=np.float32)
+
+
+def _umap_knn(knn: tuple[np.ndarray, np.ndarray], n: int, n_neighbors: int):
+    """cosine_knn output (self excluded) -> umap's precomputed_knn (self as first column)."""
+    idx, sims = (np.asarray(a) for a in knn)
+    if idx.shape != sims.shape or idx.ndim != 2 or len(idx) != n:
+        raise ReduceError(f"knn must be two ({n}, k) arrays, got {idx.shape} and {sims.shape}")
+    if idx.shape[1] < n_neighbors - 1:
+        return None
+    if (idx[:, : n_neighbors - 1] < 0).any():
+        raise ReduceError("knn has missing neighbours (-1): pass the graph of valid rows only")
+    self_col = np.arange(n, dtype=np.int64)[:, None]
+    ind = np.hstack([self_col, idx[:, : n_neighbors - 1].astype(np.int64)])
+    dist = np.hstack(
+        [np.zeros((n, 1), np.float32), np.clip(1.0 - sims[:, : n_neighbors - 1], 0.0, 2.0)]
+    ).astype(np.float32)
+    return ind.astype(np.int32), dist
+
+
+def _umap(
+    X: np.ndarray, params: dict, seed: int, knn, progress: Progress | None
+) -> tuple[np.ndarray, bool]:
+    import warnings
+
+    n = len(X)
+    kw: dict[str, Any] = {}
+    reused = False
+    if knn is not None and params["metric"] == "cosine":
+        pre = _umap_knn(knn, n, params["n_neighbors"])
+        if pre is not None:
+            kw["precomputed_knn"] = (pre[0], pre[1])
+            reused = True
+        else:
+            log.info("knn graph has too few neighbours for n_neighbors; UMAP computes its own")
+    _report(progress, 0.05, "UMAP: loading (first use compiles with numba, ~30 s)")
+    import umap
+
+    model = umap.UMAP(
+        n_neighbors=params["n_neighbors"],
+        min_dist=params["min_dist"],
+        metric=params["metric"],
+        n_components=2,
+        random_state=seed,
+        **kw,
+    )
+    _report(progress, 0.1, f"UMAP: embedding {n:,} points")
+    with warnings.catch_warnings():
+        # expected and harmless: random_state disables parallelism; no search index kept
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        coords = model.fit_transform(X)
+    return np.asarray(coords, dtype=np.float32), reused
+
+
+def reduce(
+    X: np.ndarray,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Project the (N, D) rows of X (all finite) to 2-D.
+
+    Returns (coords (N, 2) float32, info {"params", "notices", "seconds"}). ``knn`` is an
+    optional (idx, sims) pair from ``neighbors.cosine_knn(X, k)`` that UMAP with the cosine
+    metric reuses instead of searching neighbours again.
+    """
+    t0 = time.perf_counter()
+    method = _check_method(method)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ReduceError(f"expected an (N, D) array of vectors, got shape {X.shape}")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.size and not np.isfinite(X).all():
+        raise ReduceError("vectors contain NaN/Inf: pass only the valid rows")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ReduceError(f"seed must be an integer, got {seed!r}")
+    seed = int(seed)
+    n = len(X)
+    used, notices = normalize_params(method, params, n)
+    _report(progress, 0.0, f"{_LABELS[method]} of {n:,} points")
+
+    run = method
+    if method != "pca" and n >= 2:
+        metric = used.get("metric", "cosine")
+        if n < MIN_POINTS[method]:
+            notices.append(
+                f"{_LABELS[method]} needs at least {MIN_POINTS[method]} points; "
+                f"showing PCA of the {n}"
+            )
+            run = "pca"
+        elif _is_degenerate(X, metric):
+            notices.append(
+                f"all {n} points have the same latent vector ({metric}): "
+                f"{_LABELS[method]} cannot spread them, showing PCA"
+            )
+            run = "pca"
+
+    if n == 0:
+        coords = np.zeros((0, 2), np.float32)
+    elif n == 1:
+        coords = np.zeros((1, 2), np.float32)
+    elif run == "pca":
+        coords = _pca(X, seed)
+    elif run == "tsne":
+        coords = _tsne(X, used, seed, progress)
+    else:
+        coords, reused = _umap(X, used, seed, knn, progress)
+        if reused:
+            log.info("UMAP reused the precomputed cosine kNN graph")
+    if not np.isfinite(coords).all():
+        raise ReduceError(f"{_LABELS[run]} produced NaN/Inf coordinates for these vectors")
+    seconds = time.perf_counter() - t0
+    _report(progress, 1.0, f"{_LABELS[method]} done in {seconds:.1f} s")
+    log.info("%s of %d x %d: %.2f s", method, n, X.shape[1] if X.ndim == 2 else 0, seconds)
+    return coords, {"params": used, "notices": notices, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------- cached, per layer
+
+
+def projection_key(
+    ds_id: str, layer: str, method: str, params: dict[str, Any] | None, seed: int
+) -> dict[str, Any]:
+    """Cache key of a projection (pass normalised params so equal requests share a key)."""
+    return {
+        "kind": "projection",
+        "version": PROJECTION_VERSION,
+        "dataset": ds_id,
+        "layer": layer,
+        "method": _check_method(method),
+        "params": dict(params or {}),
+        "seed": int(seed),
+    }
+
+
+def _valid_count(store: Store, ds_id: str, layer: str) -> tuple[np.ndarray, int]:
+    store.vectors(ds_id, layer)  # raises a clear StoreError for an unknown layer
+    valid = store.valid_mask(ds_id, layer)
+    return valid, int(valid.sum())
+
+
+def cached_projection(
+    store: Store,
+    ds_id: str,
+    layer: str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Entry | None:
+    """The stored projection for these inputs, or None. Never computes."""
+    _, n_valid = _valid_count(store, ds_id, layer)
+    used, _ = normalize_params(method, params, n_valid)
+    return store.lookup(projection_key(ds_id, layer, method, used, seed))
+
+
+def projection(
+    store: Store,
+    ds_id: str,
+    layer: str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Entry:
+    """Read-through cached 2-D projection of a layer.
+
+    Arrays: ``coords`` (N, 2) float32 in dataset row order, NaN for rows with NaN/Inf
+    latents. Info: ``params`` used, ``notices``, ``seconds``, ``method``.
+    """
+    method = _check_method(method)
+    valid, n_valid = _valid_count(store, ds_id, layer)
+    used, clamp_notices = normalize_params(method, params, n_valid)
+    key = projection_key(ds_id, layer, method, used, seed)
+
+    def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        t0 = time.perf_counter()
+        n_all = len(valid)
+        if n_valid == 0:
+            raise ReduceError(
+                f"no item of layer {layer} has finite latents ({n_all} items, all NaN/Inf)"
+            )
+        rows = np.flatnonzero(valid)
+        X = np.asarray(store.vectors(ds_id, layer)[rows], dtype=np.float32)
+        knn = None
+        sub = progress
+        if method == "umap" and used["metric"] == "cosine" and n_valid > used["n_neighbors"]:
+            from latentmap.pipeline.neighbors import knn_graph
+
+            def knn_progress(f: float, msg: str) -> None:
+                _report(progress, 0.2 * f, msg)
+
+            g = knn_graph(store, ds_id, layer, k=used["n_neighbors"], progress=knn_progress)
+            pos = np.full(n_all, -1, dtype=np.int64)
+            pos[rows] = np.arange(n_valid)
+            knn = (pos[g["idx"][rows]], g["sims"][rows])
+
+            def sub(f: float, msg: str) -> None:
+                _report(progress, 0.2 + 0.8 * f, msg)
+
+        coords_valid, info = reduce(X, method, used, seed=seed, knn=knn, progress=sub)
+        coords = np.full((n_all, 2), np.nan, dtype=np.float32)
+        coords[rows] = coords_valid
+        notices = clamp_notices + list(info["notices"])
+        n_bad = n_all - n_valid
+        if n_bad:
+            notices.append(
+                f"{n_bad} item{'s' if n_bad != 1 else ''} with NaN/Inf latents "
+                f"{'were' if n_bad != 1 else 'was'} left out"
+            )
+        out_info = {
+            "params": info["params"],
+            "notices": notices,
+            "seconds": time.perf_counter() - t0,
+            "method": method,
+        }
+        return {"coords": coords}, out_info
+
+    return store.get_or_compute(key, compute)
