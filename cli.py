@@ -10,7 +10,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 log = logging.getLogger("latentmap")
 
@@ -28,7 +27,9 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not vals or min(vals) < 0:
         raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
     return vals
@@ -38,7 +39,9 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
 
 
 def _positive(text: str) -> int:
@@ -66,25 +69,47 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES_ENCODE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    e.add_argument("source", help="image folder (PNG/JPEG/TIFF), or .npy/.npz/.parquet/.csv embeddings")
-    e.add_argument("--model", default="pixels",
-                   help="pixels | demo-cnn | model.pt (TorchScript) | file.py:Class | package.module:Class")
+    e.add_argument(
+        "source", help="image folder (PNG/JPEG/TIFF), or .npy/.npz/.parquet/.csv embeddings"
+    )
+    e.add_argument(
+        "--model",
+        default="pixels",
+        help="pixels | demo-cnn | model.pt (TorchScript) | file.py:Class | package.module:Class",
+    )
     e.add_argument("--checkpoint", help="state-dict checkpoint for file.py:Class models")
     e.add_argument("--model-kwargs", default=None, help="JSON object of constructor arguments")
-    e.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow a fully pickled checkpoint (runs code from the file: only for files you trust)")
-    e.add_argument("--layer", action="append", default=[], dest="layers", metavar="NAME",
-                   help="named module to capture (repeatable; default: the model's output)")
-    e.add_argument("--pool", default="mean", help="pooling of spatial outputs: mean | max | pNN | flatten")
-    e.add_argument("--labels", help="CSV/parquet metadata keyed by file name (any number of columns)")
-    e.add_argument("--predictions", metavar="LAYER", help="layer whose argmax is stored as column 'pred'")
+    e.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a fully pickled checkpoint (runs code from the file: only for files you trust)",
+    )
+    e.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        dest="layers",
+        metavar="NAME",
+        help="named module to capture (repeatable; default: the model's output)",
+    )
+    e.add_argument(
+        "--pool", default="mean", help="pooling of spatial outputs: mean | max | pNN | flatten"
+    )
+    e.add_argument(
+        "--labels", help="CSV/parquet metadata keyed by file name (any number of columns)"
+    )
+    e.add_argument(
+        "--predictions", metavar="LAYER", help="layer whose argmax is stored as column 'pred'"
+    )
     e.add_argument("--batch-size", type=_positive, default=64)
     e.add_argument("--num-samples", type=_positive, help="encode a seeded random subset of N items")
     e.add_argument("--image-size", type=_positive, help="resize every image to N x N pixels")
     e.add_argument("--bands", type=_ints, help="bands fed to the model, e.g. 0,1,2,3,4")
     e.add_argument("--mean", type=_floats, help="per-band mean subtracted after scaling to [0, 1]")
     e.add_argument("--std", type=_floats, help="per-band std divided by after --mean")
-    e.add_argument("--rgb", type=_ints, default=(0, 1, 2), help="bands shown in thumbnails (default 0,1,2)")
+    e.add_argument(
+        "--rgb", type=_ints, default=(0, 1, 2), help="bands shown in thumbnails (default 0,1,2)"
+    )
     e.add_argument("--thumbnail-size", type=_positive, default=96, help="thumbnail size in pixels")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--workers", type=int, help="DataLoader workers (default: auto)")
@@ -94,8 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reduce", help="precompute 2-D projections of a dataset")
     r.add_argument("dataset", help="dataset id or name (see `latentmap list`)")
     r.add_argument("--method", default="all", choices=["pca", "tsne", "umap", "all"])
-    r.add_argument("--layer", action="append", dest="layers", metavar="NAME",
-                   help="layer (repeatable; default: all layers)")
+    r.add_argument(
+        "--layer",
+        action="append",
+        dest="layers",
+        metavar="NAME",
+        help="layer (repeatable; default: all layers)",
+    )
     r.add_argument("--perplexity", type=float, help="t-SNE perplexity (default 30)")
     r.add_argument("--n-neighbors", type=int, help="UMAP n_neighbors (default 15)")
     r.add_argument("--min-dist", type=float, help="UMAP min_dist (default 0.1)")
@@ -104,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="start the web app")
     s.add_argument("dataset", nargs="?", help="dataset id or name to open first")
-    s.add_argument("--demo", action="store_true", help="build (first time) and open the digits demo")
+    s.add_argument(
+        "--demo", action="store_true", help="build (first time) and open the digits demo"
+    )
     s.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default 8050)")
 
@@ -135,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug or not _is_user_error(e):
             if args.debug:
                 raise
-            print(f"latentmap: unexpected error: {type(e).__name__}: {e} (rerun with --debug)",
-                  file=sys.stderr)
+            print(
+                f"latentmap: unexpected error: {type(e).__name__}: {e} (rerun with --debug)",
+                file=sys.stderr,
+            )
             return 1
         print(f"latentmap: error: {e}", file=sys.stderr)
         return 2
@@ -165,9 +199,8 @@ def _resolve_dataset(store, name: str) -> str:
 
 
 def cmd_encode(args) -> int:
-    from tqdm import tqdm
-
     from latentmap.pipeline.jobs import EncodeRequest, encode
+    from tqdm import tqdm
 
     settings = _settings(args)
     store = settings.store()
@@ -233,7 +266,9 @@ def cmd_reduce(args) -> int:
     layers = args.layers or store.layers(ds)
     for layer in layers:
         if layer not in store.layers(ds):
-            raise ValueError(f"dataset {ds} has no layer {layer!r}; it has: {', '.join(store.layers(ds))}")
+            raise ValueError(
+                f"dataset {ds} has no layer {layer!r}; it has: {', '.join(store.layers(ds))}"
+            )
     methods = METHODS if args.method == "all" else (args.method,)
     for method in methods:
         params = {}
@@ -278,9 +313,8 @@ def cmd_serve(args) -> int:
 
 
 def build_demo(store) -> str:
-    from tqdm import tqdm
-
     from latentmap.pipeline.demo import ensure_demo
+    from tqdm import tqdm
 
     with tqdm(total=100, desc="demo", unit="%", file=sys.stderr, disable=None) as bar:
         last = ""
@@ -299,18 +333,23 @@ def cmd_list(args) -> int:
     store = _settings(args).store()
     infos = store.list_datasets()
     if not infos:
-        print(f"no datasets in {store.root} (try `latentmap encode FOLDER` or `latentmap serve --demo`)")
+        print(
+            f"no datasets in {store.root} (try `latentmap encode FOLDER` or `latentmap serve --demo`)"
+        )
         return 0
     derived = store.derived_entries()
     print(f"cache: {store.root}")
     print(f"{'id':16}  {'name':20}  {'status':10}  {'items':>7}  {'projections':>11}  layers")
     for i in infos:
         n_proj = sum(
-            1 for d in derived
+            1
+            for d in derived
             if d["key"].get("kind") == "projection" and d["key"].get("dataset") == i.id
         )
         status = i.status if i.status != "encoding" else "partial (rerun encode to resume)"
-        print(f"{i.id:16}  {i.name[:20]:20}  {status:10}  {i.n:7d}  {n_proj:11d}  {', '.join(i.layers)}")
+        print(
+            f"{i.id:16}  {i.name[:20]:20}  {status:10}  {i.n:7d}  {n_proj:11d}  {', '.join(i.layers)}"
+        )
     return 0
 
 

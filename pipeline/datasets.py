@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 from latentmap.pipeline.store import Store, key_hash, save_bytes, save_npy
 
 
@@ -62,7 +61,9 @@ def write_dataset(
     source = source or {"kind": "arrays"}
     model = model or {"spec": "precomputed"}
     if ds_id is None:
-        ds_id = key_hash({"name": name, "source": source, "model": model, "layers": sorted(vectors)}, n=16)
+        ds_id = key_hash(
+            {"name": name, "source": source, "model": model, "layers": sorted(vectors)}, n=16
+        )
     store.dataset_dir(ds_id).mkdir(parents=True, exist_ok=True)
     store.write_manifest(
         ds_id,

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 from latentmap.pipeline.store import Store, atomic_path, save_json
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,6 @@ def train_digits_cnn(
 ):
     """Train DigitsCNN on (N, 8, 8) images in [0, 1]; deterministic for a seed. Returns the model."""
     import torch
-    from torch import nn
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: one thread is faster than two fighting
@@ -205,7 +203,9 @@ def ensure_demo(
         workers=0,
     )
     result = encode(store, req, progress=lambda d, t, m: say(0.1 + 0.2 * d / max(t, 1), m))
-    precompute_projections(store, result.ds_id, methods, progress=lambda f, m: say(0.3 + 0.7 * f, m))
+    precompute_projections(
+        store, result.ds_id, methods, progress=lambda f, m: say(0.3 + 0.7 * f, m)
+    )
     return result.ds_id
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from latentmap.pipeline.store import file_digest
 
 log = logging.getLogger(__name__)
@@ -229,7 +228,9 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Any:
         log.warning("loading %s with weights_only=False (--trust-checkpoint)", path)
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise EncoderError(f"cannot read checkpoint {path.name}: {str(e).splitlines()[0]}") from None
+        raise EncoderError(
+            f"cannot read checkpoint {path.name}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _load_state(model, sd: dict, what: str) -> None:
@@ -304,6 +305,7 @@ def load_model(
 
     if ":" in spec and not Path(spec).is_file():
         cls = _import_class(spec)
+        torch.manual_seed(0)  # without a checkpoint, random weights are at least reproducible
         try:
             module = cls(**kwargs)
         except TypeError as e:
@@ -315,10 +317,14 @@ def load_model(
         if mod_file.endswith(".py"):
             fp_parts.append(file_digest(Path(mod_file).expanduser()))
         if checkpoint:
-            _load_state(module, _unwrap_state_dict(load_checkpoint(checkpoint, trust=trust_checkpoint)), cls.__name__)
+            _load_state(
+                module,
+                _unwrap_state_dict(load_checkpoint(checkpoint, trust=trust_checkpoint)),
+                cls.__name__,
+            )
             fp_parts.append(file_digest(checkpoint))
         else:
-            log.warning("%s built without a checkpoint: its weights are random", spec)
+            log.warning("%s has no --checkpoint: using its random (seeded) initial weights", spec)
         fp = hashlib.sha256("|".join(fp_parts).encode()).hexdigest()
         return _finish(module, spec, "class", fp, Preprocess(size=size, **norm))
 
@@ -332,8 +338,12 @@ def load_model(
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, ValueError) as e:
-            raise EncoderError(f"cannot load TorchScript {path.name}: {str(e).splitlines()[0]}") from None
-        return _finish(module, spec, "torchscript", file_digest(path), Preprocess(size=size, **norm))
+            raise EncoderError(
+                f"cannot load TorchScript {path.name}: {str(e).splitlines()[0]}"
+            ) from None
+        return _finish(
+            module, spec, "torchscript", file_digest(path), Preprocess(size=size, **norm)
+        )
     obj = load_checkpoint(path, trust=trust_checkpoint)
     if isinstance(obj, torch.nn.Module):
         return _finish(obj, spec, "pickled", file_digest(path), Preprocess(size=size, **norm))

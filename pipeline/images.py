@@ -378,7 +378,7 @@ def make_thumbnail(
         else:
             im = im.resize((tw, th), Image.Resampling.LANCZOS, reducing_gap=3.0)
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    im.save(buf, format="PNG", compress_level=1)  # 3x faster than 6, ~same size
     return buf.getvalue()
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from latentmap.pipeline.datasets import finalize_layer, finite_rows, write_dataset
 from latentmap.pipeline.encoders import (
     EncoderError,
@@ -100,8 +99,9 @@ def pick_device(device: str) -> str:
 
 def _auto_workers(n: int) -> int:
     if n < 512:
-        return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+        return 0  # starting workers costs more than it saves
+    # the main process mostly waits on decoding: one worker per core
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 class ItemDataset:
@@ -166,9 +166,7 @@ def encode(
         raise EncodeError(f"--num-samples must be at least 1, got {req.num_samples}")
     pool = parse_pool(req.pool)
     try:
-        src = open_source(
-            req.source, labels=req.labels, num_samples=req.num_samples, seed=req.seed
-        )
+        src = open_source(req.source, labels=req.labels, num_samples=req.num_samples, seed=req.seed)
     except SourceError as e:
         raise EncodeError(str(e)) from None
     if isinstance(src, EmbeddingsSource):
@@ -321,8 +319,16 @@ class _EncodeJob:
         )
         n_done = sum(len(batches[b]) for b in done)
         if progress:
-            progress(n_done, n, f"encoding {n} items with {self.model.spec}" + (
-                f" (resuming: {len(done)} of {len(batches)} batches already done)" if done else ""))
+            progress(
+                n_done,
+                n,
+                f"encoding {n} items with {self.model.spec}"
+                + (
+                    f" (resuming: {len(done)} of {len(batches)} batches already done)"
+                    if done
+                    else ""
+                ),
+            )
         with Hooked(self.model, self.layers) as hooked:
             for b, batch in zip(todo, loader, strict=True):
                 if should_cancel and should_cancel():
@@ -340,7 +346,9 @@ class _EncodeJob:
         import torch
 
         amp = (
-            torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+            torch.autocast(
+                "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            )
             if device.startswith("cuda")
             else contextlib.nullcontext()
         )
@@ -412,15 +420,16 @@ class _EncodeJob:
         spatial = {}
         for layer, shape in shapes.items():
             nbytes = 4 * n * int(np.prod(shape))
-            spatial[layer] = len(shape) == 3 and self.pool != "flatten" and (
-                nbytes <= self.req.max_spatial_bytes
+            spatial[layer] = (
+                len(shape) == 3
+                and self.pool != "flatten"
+                and (nbytes <= self.req.max_spatial_bytes)
             )
         state = {"shapes": shapes, "spatial": spatial}
         self.store.update_manifest(self.ds_id, encode_state=state)
         return state
 
     def _finalize(self, state: dict, progress, t0) -> EncodeResult:
-        import pandas as pd
 
         parts = sorted(self.parts.glob("*.npz")) if self.parts.is_dir() else []
         idx_list, vecs, spat, preds, scores, skipped = [], {}, {}, [], [], []
@@ -456,7 +465,9 @@ class _EncodeJob:
                 dest = self.store._layer_file(self.ds_id, layer, "spatial")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_suffix(".tmp.npy")
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(idx), *shape))
+                out = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=np.float32, shape=(len(idx), *shape)
+                )
                 pos = 0
                 for chunk in spat[layer]:
                     out[pos : pos + len(chunk)] = chunk
@@ -492,9 +503,9 @@ class _EncodeJob:
             status="complete",
             n=len(idx),
             layers=layers_info,
-            default_layer=self.layers[-1] if not self.req.predictions else (
-                [x for x in self.layers if x != self.req.predictions] or self.layers
-            )[-1],
+            default_layer=self.layers[-1]
+            if not self.req.predictions
+            else ([x for x in self.layers if x != self.req.predictions] or self.layers)[-1],
             skipped=[list(s) for s in skipped],
             notices=notices,
             thumbnails=n_thumbs,
@@ -504,7 +515,9 @@ class _EncodeJob:
         )
         shutil.rmtree(self.parts, ignore_errors=True)
         if progress:
-            progress(len(self.src), len(self.src), f"encoded {len(idx)} items, skipped {len(skipped)}")
+            progress(
+                len(self.src), len(self.src), f"encoded {len(idx)} items, skipped {len(skipped)}"
+            )
         return EncodeResult(self.ds_id, len(idx), skipped, notices, seconds=seconds)
 
 
@@ -516,7 +529,9 @@ def _name_predictions(pred: np.ndarray, meta) -> tuple[Any, str | None]:
     classes = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
     if pred.max(initial=0) < len(classes) and len(classes) > 1:
         arr = np.asarray(classes, dtype=object)[pred]
-        return (arr.astype(type(classes[0])) if not isinstance(classes[0], str) else arr.astype(str)), None
+        return (
+            arr.astype(type(classes[0])) if not isinstance(classes[0], str) else arr.astype(str)
+        ), None
     return pred, (
         f"predictions are class indices: the model has {int(pred.max()) + 1}+ outputs "
         f"but the data has {len(classes)} labels"

@@ -133,7 +133,7 @@ def save_npy(dest: Path, arr: np.ndarray) -> None:
 
 def save_json(dest: Path, obj: Any) -> None:
     with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default))
+        tmp.write_text(json.dumps(obj, indent=1, default=_json_default))  # keeps layer order
 
 
 def save_bytes(dest: Path, data: bytes) -> None:
@@ -358,7 +358,9 @@ class Store:
             return None
         return Entry(arrays=arrays, info=info.get("info", {}))
 
-    def put(self, key: dict[str, Any], arrays: dict[str, np.ndarray], info: dict | None = None) -> Entry:
+    def put(
+        self, key: dict[str, Any], arrays: dict[str, np.ndarray], info: dict | None = None
+    ) -> Entry:
         npz, meta = self.entry_paths(key)
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         with atomic_path(npz) as tmp, open(tmp, "wb") as f:

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from latentmap.pipeline.encoders import (
     EncoderError,
     _import_class,
@@ -56,7 +55,12 @@ def test_encode_folder_skips_broken_files_and_keeps_good_ones(store, image_folde
     res = encode(store, _req(image_folder, model="pixels", image_size=8))
     assert res.n_encoded == 24
     reasons = dict(res.skipped)
-    assert set(reasons) == {"bright/truncated.png", "dark/empty.png", "dark/notes.txt", "dark/tiny.png"}
+    assert set(reasons) == {
+        "bright/truncated.png",
+        "dark/empty.png",
+        "dark/notes.txt",
+        "dark/tiny.png",
+    }
     assert "truncated" in reasons["bright/truncated.png"]
     assert "empty" in reasons["dark/empty.png"]
     assert "too small" in reasons["dark/tiny.png"]
@@ -242,3 +246,26 @@ def test_load_model_builtins():
     assert m.preprocess.size == (4, 4)
     with pytest.raises(EncoderError, match="weights"):
         load_model("demo-cnn")
+
+
+def test_micasense_style_single_band_16bit(store, tmp_path):
+    """Seed 000's files: one 16-bit band per file (IMG_0424_1.tif ... IMG_0424_5.tif)."""
+    import tifffile
+
+    rng = np.random.default_rng(2)
+    d = tmp_path / "micasense"
+    d.mkdir()
+    for cap in (424, 425, 426):
+        for band in range(1, 6):
+            level = 5000 * band
+            img = (level + rng.integers(0, 2000, (24, 32))).astype(np.uint16)
+            tifffile.imwrite(d / f"IMG_{cap:04d}_{band}.tif", img)
+    res = encode(store, _req(d, model="pixels", image_size=8))
+    assert res.n_encoded == 15 and not res.skipped
+    v = np.asarray(store.vectors(res.ds_id, "output"))
+    ids = store.metadata(res.ds_id)["id"].tolist()
+    band5 = [i for i, name in enumerate(ids) if name.endswith("_5.tif")]
+    band1 = [i for i, name in enumerate(ids) if name.endswith("_1.tif")]
+    # 16-bit values are scaled by 65535, so brighter bands give larger pixel latents
+    assert v[band5].mean() > v[band1].mean() * 3
+    assert 0.05 < v[band1].mean() < 0.15

@@ -6,7 +6,6 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-
 from latentmap.pipeline.datasets import write_dataset
 from latentmap.pipeline.store import (
     DatasetNotFound,
@@ -115,8 +114,12 @@ def test_bad_dataset_ids_are_rejected(store):
 
 
 def test_vectors_shape_mismatch_is_reported(store):
-    ds = write_dataset(store, name="t", vectors={"e": np.ones((4, 2), np.float32)},
-                       metadata=pd.DataFrame({"x": range(4)}))
+    ds = write_dataset(
+        store,
+        name="t",
+        vectors={"e": np.ones((4, 2), np.float32)},
+        metadata=pd.DataFrame({"x": range(4)}),
+    )
     np.save(store.vectors_path(ds, "e"), np.ones((3, 2), np.float32))
     with pytest.raises(StoreError, match="shape"):
         store.vectors(ds, "e")
