@@ -231,7 +231,12 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
             series = tf.series[0]
             shape, layout, (h, w) = _tiff_layout(series.shape, series.axes)
             _check_size(h, w, max_pixels)
-            _check_tiff_extent(tf, size)
+            offset = series.dataoffset  # contiguous data: one cheap check, no page parsing
+            if offset is not None:
+                if offset + series.nbytes > size:
+                    raise ImageReadError("truncated file")
+            else:
+                _check_tiff_extent(tf, size)
             if any(_is_truncation(m) for m in logged.messages):
                 raise ImageReadError("truncated file")
             data = series.asarray()

@@ -93,7 +93,10 @@ def load_labels_table(path: str | Path) -> pd.DataFrame:
         elif suffix == ".tsv":
             df = pd.read_csv(path, sep="\t")
         else:
-            df = pd.read_csv(path, sep=None, engine="python")
+            df = pd.read_csv(path)
+            if df.shape[1] == 1 and any(sep in str(df.columns[0]) for sep in ";\t|"):
+                sep = next(sep for sep in ";\t|" if sep in str(df.columns[0]))
+                df = pd.read_csv(path, sep=sep)
     except pd.errors.EmptyDataError:
         raise SourceError(f"labels file {path.name} is empty") from None
     except (OSError, ValueError, pd.errors.ParserError, ImportError) as e:
@@ -190,10 +193,25 @@ def _join_labels(
     items: Sequence[str], table: pd.DataFrame, source_name: str
 ) -> tuple[pd.DataFrame, str, list[str]]:
     """Align a labels table to items; return (aligned columns, key column, notices)."""
-    key = find_key_column(table)
+    preferred = find_key_column(table)
+    lower = {str(c).lower(): str(c) for c in reversed(list(table.columns))}
+    named = [lower[k] for k in KEY_COLUMNS if k in lower]
+    candidates = list(dict.fromkeys([preferred, *named, *map(str, table.columns)]))
+    key = preferred
     rows, unmatched, duplicates = match_rows(items, table[key].tolist())
+    for col in candidates[1:]:
+        if (rows >= 0).any():
+            break
+        if pd.api.types.is_float_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
+            continue
+        trial = match_rows(items, table[col].tolist())
+        if (trial[0] >= 0).any():
+            key = col
+            rows, unmatched, duplicates = trial
+            log.info("labels file %s: keyed by column %r", source_name, col)
     notices: list[str] = []
     if not (rows >= 0).any():
+        key = preferred
         examples = ", ".join(repr(str(v)) for v in table[key].head(3).tolist())
         raise SourceError(
             f"labels file {source_name} has no key column matching the items: column "
@@ -510,7 +528,18 @@ def _ensure_ids(meta: pd.DataFrame, n: int) -> pd.DataFrame:
     meta = meta.reset_index(drop=True)
     if "id" not in meta.columns:
         meta.insert(0, "id", [str(i) for i in range(n)])
+    else:
+        meta["id"] = [_id_text(v, i) for i, v in enumerate(meta["id"].tolist())]
     return meta
+
+
+def _id_text(value: Any, row: int) -> str:
+    """Ids are strings: 3 -> "3", 3.0 -> "3", missing -> the row number."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return str(row)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _check_length(what: str, count: int, vectors_name: str, n: int, path: Path) -> None:
@@ -681,7 +710,7 @@ def _indexed_numeric_columns(df: pd.DataFrame) -> list[str] | None:
             groups.setdefault(m.group(1), []).append((int(m.group(2)), str(col)))
     if not groups:
         return None
-    prefix, members = max(groups.items(), key=lambda kv: len(kv[1]))
+    members = max(groups.values(), key=len)
     if len(members) < 2:
         return None
     return [c for _, c in sorted(members)]
@@ -779,8 +808,9 @@ def open_embeddings(
         thumbnails, bad = decode_thumbnails(thumbs_raw)
         if bad:
             notices.append(
-                f"{bad} thumbnail{'s were' if bad != 1 else ' was'} not valid image"
-                f"{'s' if bad != 1 else ''}"
+                f"{bad} thumbnails were not valid images"
+                if bad != 1
+                else "1 thumbnail was not a valid image"
             )
     labels_path = Path(labels).expanduser() if labels is not None else None
     if labels_path is not None:

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
-
 from latentmap.pipeline.images import (
     IMAGE_EXTS,
     ImageReadError,
@@ -20,6 +18,7 @@ from latentmap.pipeline.images import (
     read_image,
     resize_chw,
 )
+from PIL import Image
 
 
 def save_pil(path: Path, arr: np.ndarray, **kw) -> Path:
@@ -181,7 +180,9 @@ def test_huge_tiff_header_refused_without_reading(tmp_path):
 
 def test_max_pixels_applies_to_pillow_images(tmp_path):
     path = save_pil(tmp_path / "a.png", np.zeros((30, 40), np.uint8))
-    with pytest.raises(ImageReadError, match=r"image too large: 40x30 pixels exceeds limit of 1,000"):
+    with pytest.raises(
+        ImageReadError, match=r"image too large: 40x30 pixels exceeds limit of 1,000"
+    ):
         read_image(path, max_pixels=1000)
     assert read_image(path, max_pixels=1200).shape == (1, 30, 40)
 
@@ -319,7 +320,9 @@ def test_thumbnail_rejects_bad_shape():
 
 
 def test_thumbnail_of_read_image_roundtrip(tmp_path):
-    tifffile.imwrite(tmp_path / "s.tif", np.random.default_rng(0).integers(0, 4000, (5, 30, 40), dtype=np.uint16))
+    tifffile.imwrite(
+        tmp_path / "s.tif", np.random.default_rng(0).integers(0, 4000, (5, 30, 40), dtype=np.uint16)
+    )
     im = decode_png(make_thumbnail(read_image(tmp_path / "s.tif"), rgb=(2, 1, 0), size=48))
     assert im.size == (48, 36) and im.mode == "RGB"
 
