@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger("latentmap")
 
@@ -141,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="port (default 8050)")
 
     sub.add_parser("list", help="list cached datasets and derived results")
+
+    x = sub.add_parser(
+        "export",
+        help="write a dataset as seed-002 .npz, CSV/parquet, or TensorBoard projector TSV",
+    )
+    x.add_argument("dataset", help="dataset id or name")
+    x.add_argument("--format", required=True, choices=["npz", "csv", "parquet", "tensorboard"])
+    x.add_argument("--out", required=True, help="output file (npz/csv/parquet) or folder (tensorboard)")
+    x.add_argument("--layer", help="layer (default: the dataset's default layer)")
+    x.add_argument("--method", choices=["pca", "tsne", "umap"],
+                   help="add the 2-D coordinates of this projection (csv/parquet)")
+    x.add_argument("--vectors", action="store_true", help="include latent vectors (csv/parquet)")
     return p
 
 
@@ -154,9 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().print_help()
         return 2
     try:
-        return {"encode": cmd_encode, "reduce": cmd_reduce, "serve": cmd_serve, "list": cmd_list}[
-            args.command
-        ](args)
+        commands = {
+            "encode": cmd_encode,
+            "reduce": cmd_reduce,
+            "serve": cmd_serve,
+            "list": cmd_list,
+            "export": cmd_export,
+        }
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print(
             "\nlatentmap: interrupted; finished batches are kept: run the same command to resume",
@@ -350,6 +368,36 @@ def cmd_list(args) -> int:
         print(
             f"{i.id:16}  {i.name[:20]:20}  {status:10}  {i.n:7d}  {n_proj:11d}  {', '.join(i.layers)}"
         )
+    return 0
+
+
+def cmd_export(args) -> int:
+    from latentmap.pipeline import exports
+
+    store = _settings(args).store()
+    ds = _resolve_dataset(store, args.dataset)
+    m = store.manifest(ds)
+    layer = args.layer or m.get("default_layer") or store.layers(ds)[-1]
+    if layer not in m["layers"]:
+        raise ValueError(f"dataset {ds} has no layer {layer!r}; it has: {', '.join(m['layers'])}")
+    out = Path(args.out)
+    if args.format == "npz":
+        path = exports.export_npz(store, ds, layer, out)
+    elif args.format == "tensorboard":
+        path, _ = exports.export_tensorboard(store, ds, layer, out)
+        path = path.parent
+    else:
+        coords = None
+        if args.method:
+            from latentmap.pipeline.reduce import projection
+
+            coords = projection(store, ds, layer, args.method)["coords"]
+        if out.suffix != f".{args.format}":
+            out = out.with_suffix(f".{args.format}")
+        path = exports.export_table(
+            store, ds, out, layer=layer, coords=coords, include_vectors=args.vectors
+        )
+    print(f"wrote {path}")
     return 0
 
 
