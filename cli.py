@@ -149,10 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("dataset", help="dataset id or name")
     x.add_argument("--format", required=True, choices=["npz", "csv", "parquet", "tensorboard"])
-    x.add_argument("--out", required=True, help="output file (npz/csv/parquet) or folder (tensorboard)")
+    x.add_argument(
+        "--out", required=True, help="output file (npz/csv/parquet) or folder (tensorboard)"
+    )
     x.add_argument("--layer", help="layer (default: the dataset's default layer)")
-    x.add_argument("--method", choices=["pca", "tsne", "umap"],
-                   help="add the 2-D coordinates of this projection (csv/parquet)")
+    x.add_argument(
+        "--method",
+        choices=["pca", "tsne", "umap"],
+        help="add the 2-D coordinates of this projection (csv/parquet)",
+    )
     x.add_argument("--vectors", action="store_true", help="include latent vectors (csv/parquet)")
     return p
 

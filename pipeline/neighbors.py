@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
-
 from latentmap.pipeline.store import Entry, Store
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def _as_2d(X: np.ndarray, what: str = "X") -> np.ndarray:
     return X
 
 
-def _norms_of(X: np.ndarray) -> np.ndarray:
+def vector_norms(X: np.ndarray) -> np.ndarray:
     """(N,) float32 Euclidean row norms, computed in float64 chunks (X may be a memmap)."""
     out = np.empty(len(X), dtype=np.float32)
     for start in range(0, len(X), _NORM_CHUNK):
@@ -63,7 +62,7 @@ def normalize_rows(X: np.ndarray) -> np.ndarray:
     """float32 copy of X with unit-length rows; all-zero rows stay zero (never NaN)."""
     X = _as_2d(X)
     out = np.array(X, dtype=np.float32, copy=True)
-    norms = _norms_of(out)
+    norms = vector_norms(out)
     nz = norms > 0
     out[nz] /= norms[nz, None]
     out[~nz] = 0.0
@@ -80,7 +79,7 @@ def _top_k(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k == 0:
         return np.empty((B, 0), np.int64), np.empty((B, 0), np.float32)
     if k < N:
-        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        part = np.argpartition(S, N - k, axis=1)[:, N - k :]  # no negated copy of S
     else:
         part = np.broadcast_to(np.arange(N), (B, N)).copy()
     vals = np.take_along_axis(S, part, axis=1)
@@ -164,7 +163,7 @@ def nearest_to_vectors(
         raise NeighborsError(f"k must be a positive integer, got {k!r}")
     n, m = len(X), len(Q)
     if norms is None:
-        norms = _norms_of(X)
+        norms = vector_norms(X)
     norms = np.asarray(norms, dtype=np.float32)
     if norms.shape != (n,):
         raise NeighborsError(f"norms must have shape ({n},), got {norms.shape}")
@@ -191,10 +190,11 @@ def nearest_to_vectors(
     for start in range(0, m, q_chunk):
         Qc = Q[start : start + q_chunk]
         # X @ q streams X (memmap pages) once per chunk of queries; no copy of X is made.
-        S = np.ascontiguousarray((X @ Qc.T).T, dtype=np.float32)  # (mc, n)
-        S /= denom_rows[None, :]
-        qc = qn[start : start + len(Qc)]
-        S /= np.where(qc > 0, qc, np.inf).astype(np.float32)[:, None]
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf rows: made -inf below
+            S = np.ascontiguousarray((X @ Qc.T).T, dtype=np.float32)  # (mc, n)
+            S /= denom_rows[None, :]
+            qc = qn[start : start + len(Qc)]
+            S /= np.where(qc > 0, qc, np.inf).astype(np.float32)[:, None]
         S[~np.isfinite(S)] = -np.inf
         S[:, ~eligible] = -np.inf
         out_idx[start : start + len(Qc)], out_sims[start : start + len(Qc)] = _top_k(S, k)
@@ -204,12 +204,16 @@ def nearest_to_vectors(
 # --------------------------------------------------------------------------- store-backed
 
 
+def norms_key(ds_id: str, layer: str) -> dict:
+    return {"kind": "norms", "version": NORMS_VERSION, "dataset": ds_id, "layer": layer}
+
+
 def row_norms(store: Store, ds_id: str, layer: str) -> np.ndarray:
     """(N,) float32 Euclidean norms of a layer's vectors (NaN for invalid rows), cached."""
-    key = {"kind": "norms", "version": NORMS_VERSION, "dataset": ds_id, "layer": layer}
+    key = norms_key(ds_id, layer)
 
     def compute() -> tuple[dict[str, np.ndarray], dict]:
-        return {"norms": _norms_of(store.vectors(ds_id, layer))}, {}
+        return {"norms": vector_norms(store.vectors(ds_id, layer))}, {}
 
     return store.get_or_compute(key, compute)["norms"]
 

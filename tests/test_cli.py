@@ -198,18 +198,35 @@ def test_export_formats(capsys, tmp_path):
     np.save(tmp_path / "emb.npy", v)
     cache = ["--cache-dir", str(tmp_path / "c")]
     assert run(capsys, *cache, "encode", str(tmp_path / "emb.npy"), "--name", "e")[0] == 0
-    code, out, err = run(capsys, *cache, "export", "e", "--format", "npz", "--out", str(tmp_path / "x.npz"))
+    code, out, err = run(
+        capsys, *cache, "export", "e", "--format", "npz", "--out", str(tmp_path / "x.npz")
+    )
     assert code == 0, err
     with np.load(tmp_path / "x.npz") as z:
         np.testing.assert_allclose(z["latents"], v)
-    code, out, err = run(capsys, *cache, "export", "e", "--format", "csv", "--out", str(tmp_path / "t"),
-                         "--method", "pca", "--vectors")
+    code, out, err = run(
+        capsys,
+        *cache,
+        "export",
+        "e",
+        "--format",
+        "csv",
+        "--out",
+        str(tmp_path / "t"),
+        "--method",
+        "pca",
+        "--vectors",
+    )
     assert code == 0, err
     import pandas as pd
 
     t = pd.read_csv(tmp_path / "t.csv")
     assert {"x", "y", "v0", "v2"} <= set(t.columns) and len(t) == 12
-    code, _, err = run(capsys, *cache, "export", "e", "--format", "tensorboard", "--out", str(tmp_path / "tb"))
+    code, _, err = run(
+        capsys, *cache, "export", "e", "--format", "tensorboard", "--out", str(tmp_path / "tb")
+    )
     assert code == 0 and (tmp_path / "tb" / "vectors.tsv").exists()
-    code, _, err = run(capsys, *cache, "export", "e", "--format", "npz", "--out", "x.npz", "--layer", "nope")
+    code, _, err = run(
+        capsys, *cache, "export", "e", "--format", "npz", "--out", "x.npz", "--layer", "nope"
+    )
     assert code == 2 and "no layer 'nope'" in err

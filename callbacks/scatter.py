@@ -1,0 +1,227 @@
+"""The map: draw the figure for a spec, hover tooltips, zoom <-> camera, parameter fields.
+
+The figure callback draws a cached projection at once. When the asked-for projection is not
+computed yet it keeps the current coordinates (recoloured if needed) and writes a request
+that the background job in ``reduction.py`` picks up; when that job finishes, its token
+triggers this callback again and the new projection is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from dash import Dash, Input, Output, Patch, State, no_update, set_props
+from latentmap.callbacks import data
+from latentmap.components import ids
+from latentmap.components.figures import (
+    camera_from_relayout,
+    empty_figure,
+    highlight_trace,
+    row_for_point,
+    scatter_figure,
+)
+from latentmap.components.gallery import notice, tooltip_body
+from latentmap.components.layout import HIDDEN, SHOWN_BLOCK, SHOWN_FLEX
+from latentmap.settings import Settings
+
+log = logging.getLogger(__name__)
+LABELS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+def proj_key(spec: dict) -> dict:
+    return {k: spec.get(k) for k in ("dataset", "layer", "method", "params")}
+
+
+def describe(spec: dict) -> str:
+    params = ", ".join(
+        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in (spec.get("params") or {}).items()
+        if k != "metric"
+    )
+    return LABELS.get(spec.get("method"), str(spec.get("method"))) + (
+        f" ({params})" if params else ""
+    )
+
+
+def render(
+    store,
+    spec: dict | None,
+    done: dict | None,
+    shown: dict | None,
+    camera: list | None,
+    pending: dict | None,
+    cancels: int | None,
+    neighbours: dict | None,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """(figure, shown, reduce request, map notice, status) for the figure callback."""
+    if not spec:
+        return empty_figure("No dataset to show"), None, no_update, None, ""
+    ds, layer = spec["dataset"], spec["layer"]
+    want = proj_key(spec)
+    got = data.projection_coords(store, ds, layer, spec["method"], spec["params"])
+    drawn = want
+    request: Any = no_update
+    notices: list[str] = []
+    status = ""
+    if got is None:
+        failed = done and done.get("error") and done.get("proj") == want
+        if failed:
+            notices.append(f"{describe(spec)} could not be computed: {done['error']}")
+        else:
+            fresh = (
+                not pending
+                or pending.get("proj") != want
+                or pending.get("cancels") != cancels
+                or (done or {}).get("nonce") == pending.get("nonce")
+            )
+            if fresh:
+                request = {
+                    "proj": want,
+                    "nonce": (pending or {}).get("nonce", 0) + 1,
+                    "cancels": cancels,
+                }
+            status = f"Computing {describe(spec)}…"
+        if shown and shown.get("dataset") == ds and shown.get("layer") == layer:
+            got = data.projection_coords(store, ds, layer, shown["method"], shown["params"])
+            drawn = proj_key(shown)
+            if got is not None and status:
+                status += f" Showing {describe(shown)} meanwhile."
+        if got is None:
+            fig = (
+                no_update
+                if shown and shown.get("dataset") == ds
+                else empty_figure(status or "Nothing to show")
+            )
+            return (
+                fig,
+                no_update if fig is no_update else None,
+                request,
+                notice(notices, "error"),
+                status,
+            )
+    coords, proj_notices = got
+    if drawn == want:
+        notices += proj_notices
+    groups = data.groups(store, spec)
+    hl = None
+    if neighbours and neighbours.get("dataset") == ds and neighbours.get("layer") == layer:
+        hl = highlight_trace(coords, neighbours.get("rows"))
+    fig = scatter_figure(
+        coords,
+        groups,
+        data.metadata(store, ds),
+        color=spec.get("color"),
+        symbol=spec.get("symbol"),
+        camera=camera,
+        uirevision=json.dumps(drawn, sort_keys=True),
+        highlight=hl,
+    )
+    new_shown = {
+        **spec,
+        "method": drawn["method"],
+        "params": drawn["params"],
+        "n_groups": len(groups),
+    }
+    return fig, new_shown, request, notice(notices, "info"), status
+
+
+def hover(store, hover_data: dict | None, shown: dict | None, extra: list[str] | None):
+    """(show, bbox, children) of the tooltip for a hover event."""
+    if not hover_data or not shown or not hover_data.get("points"):
+        return False, no_update, no_update
+    pt = hover_data["points"][0]
+    row = row_for_point(data.groups(store, shown), pt.get("curveNumber"), pt.get("pointIndex"))
+    bbox = pt.get("bbox")
+    if row is None or not bbox:
+        return False, no_update, no_update
+    cols = [c for c in (extra or []) if c]
+    cols += [c for c in (shown.get("color"), shown.get("symbol")) if c and c not in cols]
+    details = data.row_details(store, shown["dataset"], row, cols)
+    return True, bbox, tooltip_body(shown["dataset"], details)
+
+
+def register(app: Dash, settings: Settings) -> None:
+    @app.callback(
+        Output(ids.GRAPH, "figure"),
+        Output(ids.SHOWN, "data"),
+        Output(ids.MAP_NOTICE, "children"),
+        Output(ids.MAP_STATUS, "children"),
+        Input(ids.SPEC, "data"),
+        Input(ids.REDUCE_DONE, "data"),
+        State(ids.SHOWN, "data"),
+        State(ids.CAMERA, "data"),
+        State(ids.REDUCE_REQUEST, "data"),
+        State(ids.REDUCE_CANCEL, "n_clicks"),
+        State(ids.NEIGHBORS, "data"),
+    )
+    def update_figure(spec, done, shown, camera, pending, cancels, neighbours):
+        try:
+            fig, new_shown, request, note, status = render(
+                settings.store(), spec, done, shown, camera, pending, cancels, neighbours
+            )
+        except data.EXPECTED_ERRORS as e:
+            log.warning("figure: %s", e)
+            return no_update, no_update, notice(str(e), "error"), ""
+        if request is not no_update:
+            # set_props, not an Output: request -> job -> done -> this callback would be a
+            # dependency cycle, which Dash refuses to run
+            set_props(ids.REDUCE_REQUEST, {"data": request})
+        return fig, new_shown, note, status
+
+    @app.callback(
+        Output(ids.TOOLTIP, "show"),
+        Output(ids.TOOLTIP, "bbox"),
+        Output(ids.TOOLTIP, "children"),
+        Input(ids.GRAPH, "hoverData"),
+        State(ids.SHOWN, "data"),
+        State(ids.HOVER_COLS, "value"),
+    )
+    def show_tooltip(hover_data, shown, extra):
+        try:
+            return hover(settings.store(), hover_data, shown, extra)
+        except data.EXPECTED_ERRORS as e:
+            log.info("hover: %s", e)
+            return False, no_update, no_update
+
+    @app.callback(
+        Output(ids.CAMERA, "data", allow_duplicate=True),
+        Input(ids.GRAPH, "relayoutData"),
+        State(ids.CAMERA, "data"),
+        prevent_initial_call=True,
+    )
+    def camera_changed(relayout, current):
+        cam = camera_from_relayout(relayout)
+        return no_update if cam is False or cam == current else cam
+
+    @app.callback(
+        Output(ids.GRAPH, "figure", allow_duplicate=True),
+        Input(ids.CAMERA_RESTORE, "data"),
+        prevent_initial_call=True,
+    )
+    def restore_camera(restore):
+        if not isinstance(restore, dict):
+            return no_update
+        cam = restore.get("camera")
+        patch = Patch()
+        if cam:
+            patch["layout"]["xaxis"]["range"] = cam[:2]
+            patch["layout"]["yaxis"]["range"] = cam[2:]
+            patch["layout"]["xaxis"]["autorange"] = False
+            patch["layout"]["yaxis"]["autorange"] = False
+        else:
+            patch["layout"]["xaxis"]["autorange"] = True
+            patch["layout"]["yaxis"]["autorange"] = True
+        return patch
+
+    @app.callback(
+        Output(ids.TSNE_PARAMS, "style"),
+        Output(ids.UMAP_PARAMS, "style"),
+        Input(ids.METHOD, "value"),
+    )
+    def param_fields(method):
+        return (
+            SHOWN_BLOCK if method == "tsne" else HIDDEN,
+            SHOWN_FLEX if method == "umap" else HIDDEN,
+        )

@@ -1,0 +1,317 @@
+"""The view a URL describes: parse it, check it against the store, write it back.
+
+``parse_query`` turns a query string into raw strings; ``resolve_view`` checks every value
+against the cache (unknown dataset, layer or column, bad numbers...) and falls back to a
+default with a notice for each bad value; ``to_query`` writes a ``View`` back. No Dash here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from latentmap.pipeline.store import Store
+
+DEFAULT_K = 12
+MAX_K = 200
+FILTER_MODES = ("dim", "hide")
+PARAM_KEYS = ("perplexity", "n_neighbors", "min_dist", "metric")
+QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam")  # fmt: skip
+NONE = "none"
+_MAX_VALUE_LEN = 300
+_MAX_FILTER_VALUES = 500
+
+
+@dataclass(frozen=True)
+class View:
+    dataset: str | None = None
+    layer: str | None = None
+    method: str = "pca"
+    params: dict[str, Any] = field(default_factory=dict)
+    color: str | None = None
+    symbol: str | None = None
+    filter_col: str | None = None
+    filter_values: tuple[str, ...] = ()
+    filter_mode: str = "dim"
+    selected: int | None = None
+    k: int = DEFAULT_K
+    camera: tuple[float, float, float, float] | None = None
+
+    def spec(self) -> dict[str, Any] | None:
+        """What the map draws (the JSON kept in the SPEC store); None without a dataset."""
+        if not self.dataset:
+            return None
+        d = asdict(self)
+        for k in ("selected", "k", "camera"):
+            d.pop(k)
+        d["filter_values"] = list(self.filter_values)
+        return d
+
+
+# --------------------------------------------------------------------------- parse / write
+
+
+def parse_query(search: str | None) -> tuple[dict[str, Any], list[str]]:
+    """Raw values of the known keys (last one wins; ``fv`` may repeat) and notices."""
+    text = (search or "").lstrip("?")
+    if not text:
+        return {}, []
+    try:
+        qs = parse_qs(text, keep_blank_values=True, max_num_fields=2 * _MAX_FILTER_VALUES)
+    except ValueError:
+        return {}, ["The link has too many parameters; showing the default view."]
+    raw: dict[str, Any] = {}
+    notices = []
+    for key, values in qs.items():
+        if key not in QUERY_KEYS:
+            notices.append(f"Ignored unknown link parameter {key[:40]!r}.")
+            continue
+        if key == "fv":
+            raw["fv"] = [v[:_MAX_VALUE_LEN] for v in values][:_MAX_FILTER_VALUES]
+        else:
+            raw[key] = values[-1][:_MAX_VALUE_LEN]
+    return raw, notices
+
+
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def to_query(view: View) -> str:
+    """The query string of a view ("" without a dataset)."""
+    if not view.dataset:
+        return ""
+    items: list[tuple[str, str]] = [("ds", view.dataset)]
+    if view.layer:
+        items.append(("layer", view.layer))
+    items.append(("method", view.method))
+    items += [(k, _num(v)) for k, v in sorted(view.params.items())]
+    items.append(("color", view.color or NONE))
+    if view.symbol:
+        items.append(("symbol", view.symbol))
+    if view.filter_col:
+        items.append(("filter", view.filter_col))
+        items += [("fv", v) for v in view.filter_values]
+        items.append(("fmode", view.filter_mode))
+    if view.selected is not None:
+        items.append(("sel", str(view.selected)))
+    if view.k != DEFAULT_K:
+        items.append(("k", str(view.k)))
+    if view.camera:
+        items.append(("cam", ",".join(f"{c:.6g}" for c in view.camera)))
+    return "?" + urlencode(items)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _camera(value: Any) -> tuple[float, float, float, float] | None:
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or len(parts) != 4:
+        raise ValueError
+    c = tuple(float(p) for p in parts)
+    if not all(math.isfinite(x) and abs(x) < 1e12 for x in c) or c[0] >= c[1] or c[2] >= c[3]:
+        raise ValueError
+    return c  # type: ignore[return-value]
+
+
+def _short(value: Any) -> str:
+    s = str(value)
+    return repr(s if len(s) <= 40 else s[:40] + "…")
+
+
+def default_dataset(store: Store, preferred: str | None = None) -> str | None:
+    ids = [d.id for d in store.list_datasets(include_incomplete=False)]
+    if preferred:
+        pid = preferred if preferred in ids else store.find_by_name(preferred)
+        if pid:
+            return pid
+    return ids[-1] if ids else None
+
+
+def _default_method(store: Store, ds: str, layer: str) -> str:
+    """The best projection already computed with default parameters (UMAP > t-SNE > PCA)."""
+    from latentmap.pipeline.reduce import cached_projection
+
+    for m in ("umap", "tsne"):
+        if cached_projection(store, ds, layer, m) is not None:
+            return m
+    return "pca"
+
+
+def resolve_view(
+    store: Store,
+    raw: dict[str, Any],
+    *,
+    preferred_dataset: str | None = None,
+    quiet: bool = False,
+) -> tuple[View, list[str]]:
+    """Check raw values against the store; each bad one falls back with a notice.
+
+    A key absent from ``raw`` means "default"; ``color`` set to None/""/"none" means no
+    colouring. ``quiet`` drops notices about columns a newly chosen dataset lacks.
+    """
+    from latentmap.callbacks.data import columns, metadata
+    from latentmap.pipeline.reduce import METHODS, ReduceError, default_params, normalize_params
+
+    notices: list[str] = []
+    ids = {d.id: d for d in store.list_datasets(include_incomplete=False)}
+    ds = raw.get("ds")
+    if ds and ds not in ids:
+        by_name = store.find_by_name(str(ds))
+        if by_name:
+            ds = by_name
+        else:
+            fallback = default_dataset(store, preferred_dataset)
+            notices.append(
+                f"Dataset {_short(ds)} is not in the cache"
+                + (f"; showing {ids[fallback].name}." if fallback else ".")
+            )
+            ds = fallback
+    elif not ds:
+        ds = default_dataset(store, preferred_dataset)
+    if not ds:
+        return View(), notices + [
+            "No datasets yet: encode a folder in the Data panel, or run `latentmap serve --demo`."
+        ]
+
+    manifest = store.manifest(ds)
+    layers = list(manifest.get("layers", {}))
+    default_layer = manifest.get("default_layer") or (layers[-1] if layers else None)
+    layer = raw.get("layer")
+    if layer not in layers:
+        if layer:
+            notices.append(
+                f"Layer {_short(layer)} is not in this dataset; showing {default_layer}."
+            )
+        layer = default_layer
+    if layer is None:
+        return View(dataset=ds), notices + [f"Dataset {ds} has no layers."]
+    n_valid = int(store.valid_mask(ds, layer).sum())
+    n = int(manifest.get("n", 0))
+
+    method = raw.get("method")
+    method = method.strip().lower() if isinstance(method, str) else method
+    if method not in METHODS:
+        if method:
+            notices.append(f"Unknown projection {_short(method)}; showing PCA.")
+            method = "pca"
+        else:
+            method = _default_method(store, ds, layer)
+    given = {
+        k: raw[k]
+        for k in default_params(method)
+        if k in raw and raw[k] is not None and str(raw[k]).strip() != ""
+    }
+    try:
+        params, clamp = normalize_params(method, given, n_valid)
+        notices += [f"Note: {c}." for c in clamp]
+    except ReduceError as e:
+        notices.append(f"Invalid projection parameter: {e}; using the default.")
+        params, _ = normalize_params(method, {}, n_valid)
+
+    cols = columns(store, ds)
+
+    def column(key: str, default: str | None, what: str) -> str | None:
+        if key not in raw:
+            return default
+        v = raw[key]
+        if v is None or str(v).strip().lower() in ("", NONE):
+            return None
+        if v not in cols:
+            if not quiet:
+                notices.append(f"No column {_short(v)} to {what}; showing the default.")
+            return default
+        return str(v)
+
+    default_color = "label" if "label" in cols else None
+    color = column("color", default_color, "colour by")
+    symbol = column("symbol", None, "shape by")
+    filter_col = column("filter", None, "filter by")
+    fvalues: tuple[str, ...] = ()
+    fmode = "dim"
+    if filter_col:
+        wanted = [str(v) for v in (raw.get("fv") or [])]
+        if cols[filter_col]["kind"] == "categorical":
+            known = set(cols[filter_col]["values"])
+        else:
+            known = set(metadata(store, ds)[filter_col].astype(str))
+        fvalues = tuple(v for v in wanted if v in known)
+        if len(fvalues) < len(wanted) and not quiet:
+            bad = [v for v in wanted if v not in known]
+            notices.append(f"Filter value(s) {', '.join(map(_short, bad[:3]))} not found; ignored.")
+        m = raw.get("fmode", "dim")
+        if m not in FILTER_MODES:
+            notices.append(f"Unknown filter mode {_short(m)}; dimming instead.")
+            m = "dim"
+        fmode = m
+
+    selected = None
+    if raw.get("sel") not in (None, ""):
+        s = _int(raw["sel"])
+        if s is None or not 0 <= s < n:
+            notices.append(
+                f"Selected item {_short(raw['sel'])} does not exist (0..{n - 1}); cleared."
+            )
+        else:
+            selected = s
+
+    k = DEFAULT_K
+    if raw.get("k") not in (None, ""):
+        kk = _int(raw["k"])
+        if kk is None or not 1 <= kk <= MAX_K:
+            notices.append(
+                f"k must be a whole number from 1 to {MAX_K}, got {_short(raw['k'])}; using {DEFAULT_K}."
+            )
+        else:
+            k = kk
+
+    camera = None
+    if raw.get("cam") not in (None, ""):
+        try:
+            camera = _camera(raw["cam"])
+        except (TypeError, ValueError):
+            notices.append("The zoom in the link is not valid; showing the whole map.")
+
+    view = View(
+        ds, layer, method, params, color, symbol, filter_col, fvalues, fmode, selected, k, camera
+    )
+    return view, notices
+
+
+def raw_from_view(view: View) -> dict[str, Any]:
+    """The raw dict that resolves back to ``view`` (used to revert to the shown view)."""
+    raw: dict[str, Any] = {
+        "ds": view.dataset,
+        "layer": view.layer,
+        "method": view.method,
+        **view.params,
+        "color": view.color,
+        "symbol": view.symbol,
+        "filter": view.filter_col,
+        "fv": list(view.filter_values),
+        "fmode": view.filter_mode,
+        "sel": view.selected,
+        "k": view.k,
+        "cam": list(view.camera) if view.camera else None,
+    }
+    return raw
+
+
+def with_changes(view: View, **changes: Any) -> View:
+    return replace(view, **changes)

@@ -1,0 +1,182 @@
+"""URL <-> controls: one callback owns both directions.
+
+A change of the location's ``search`` (first load, back/forward, a pasted link) restores the
+controls from the URL; a change of any control writes the URL. ``ctx.triggered_id`` tells
+which. Every value is checked by ``state.resolve_view``; bad ones fall back with a notice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dash import Dash, Input, Output, State, ctx, no_update
+from latentmap.callbacks import data
+from latentmap.callbacks.state import View, parse_query, raw_from_view, resolve_view, to_query
+from latentmap.components import ids
+from latentmap.components.gallery import notice
+from latentmap.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# (component id, property, raw key) of every control the URL describes, in callback order.
+CONTROLS: list[tuple[str, str, str]] = [
+    (ids.DATASET, "value", "ds"),
+    (ids.LAYER, "value", "layer"),
+    (ids.METHOD, "value", "method"),
+    (ids.PERPLEXITY, "value", "perplexity"),
+    (ids.N_NEIGHBORS, "value", "n_neighbors"),
+    (ids.MIN_DIST, "value", "min_dist"),
+    (ids.COLOR, "value", "color"),
+    (ids.SYMBOL, "value", "symbol"),
+    (ids.FILTER_COL, "value", "filter"),
+    (ids.FILTER_VALUES, "value", "fv"),
+    (ids.FILTER_MODE, "value", "fmode"),
+    (ids.K, "value", "k"),
+    (ids.SELECTED, "data", "sel"),
+    (ids.CAMERA, "data", "cam"),
+]
+OPTIONS = [
+    ids.DATASET,
+    ids.LAYER,
+    ids.COLOR,
+    ids.SYMBOL,
+    ids.FILTER_COL,
+    ids.FILTER_VALUES,
+    ids.HOVER_COLS,
+]
+# what a user change of one control resets (the rest of the view is kept)
+RESETS = {
+    ids.DATASET: ("layer", "filter", "fv", "sel", "cam"),
+    ids.LAYER: ("cam",),
+    ids.METHOD: ("cam",),
+    ids.PERPLEXITY: ("cam",),
+    ids.N_NEIGHBORS: ("cam",),
+    ids.MIN_DIST: ("cam",),
+    ids.FILTER_COL: ("fv",),
+}
+RESTORE_TRIGGERS = (None, ids.LOCATION)
+
+
+def control_values(view: View) -> dict[str, Any]:
+    """Raw key -> control value for a view."""
+    raw = raw_from_view(view)
+    for key in ("perplexity", "n_neighbors", "min_dist"):
+        raw.setdefault(key, no_update)  # keep the inputs of other methods as they are
+    raw["fv"] = list(view.filter_values)
+    raw["cam"] = list(view.camera) if view.camera else None
+    return raw
+
+
+def options(store, view: View) -> dict[str, list]:
+    out: dict[str, list] = {i: [] for i in OPTIONS}
+    out[ids.DATASET] = data.dataset_options(store)
+    if not view.dataset:
+        return out
+    out[ids.LAYER] = store.layers(view.dataset)
+    cols = data.columns(store, view.dataset)
+    names = [c for c in cols if c != "has_nan" or cols[c]["values"] != ["False"]]
+    out[ids.COLOR] = names
+    cat = [c for c in names if cols[c]["kind"] == "categorical" and len(cols[c]["values"]) <= 60]
+    out[ids.SYMBOL] = cat
+    out[ids.FILTER_COL] = [c for c in names if cols[c]["kind"] == "categorical"]
+    if view.filter_col:
+        out[ids.FILTER_VALUES] = cols[view.filter_col]["values"][:2000]
+    out[ids.HOVER_COLS] = names
+    return out
+
+
+def dataset_info(store, view: View) -> str:
+    if not view.dataset:
+        return ""
+    m = store.manifest(view.dataset)
+    model = m.get("model", {}).get("spec", "")
+    dim = m.get("layers", {}).get(view.layer, {}).get("dim")
+    parts = [f"{int(m.get('n', 0)):,} items", f"{view.layer}: {dim}-d" if dim else "", model]
+    return " · ".join(p for p in parts if p)
+
+
+def sync(
+    store,
+    preferred_dataset: str | None,
+    trigger: Any,
+    search: str | None,
+    values: dict[str, Any],
+    shown: dict | None,
+    spec: dict | None,
+) -> dict[str, Any]:
+    """All outputs of the URL callback, as a dict (plain function, testable without Dash).
+
+    Keys: "search", "controls" (raw key -> value or no_update), "options" (id -> list),
+    "spec", "camera_restore", "notices", "info".
+    """
+    notices: list[str] = []
+    restoring = trigger in RESTORE_TRIGGERS
+    if restoring:
+        raw, notices = parse_query(search)
+    else:
+        raw = {key: values.get(key) for _, _, key in CONTROLS}
+        raw["color"] = raw["color"] or None
+        for key in RESETS.get(trigger, ()):
+            raw.pop(key, None)
+        if trigger == ids.REDUCE_CANCEL and shown:
+            raw.update(ds=shown["dataset"], layer=shown["layer"], method=shown["method"])
+            raw.update(shown.get("params") or {})
+        if trigger == ids.DATASET:
+            raw = {k: v for k, v in raw.items() if v is not None}
+    view, more = resolve_view(store, raw, preferred_dataset=preferred_dataset, quiet=not restoring)
+    notices += more
+    new_search = to_query(view)
+    controls = control_values(view)
+    out_controls = {}
+    for _, _, key in CONTROLS:
+        v = controls.get(key, no_update)
+        out_controls[key] = no_update if (v is not no_update and v == values.get(key)) else v
+    new_spec = view.spec()
+    return {
+        "search": no_update if restoring or new_search == (search or "") else new_search,
+        "controls": out_controls,
+        "options": options(store, view),
+        "spec": no_update if new_spec == spec else new_spec,
+        "camera_restore": {"camera": controls["cam"]} if trigger == ids.LOCATION else no_update,
+        "notices": notices,
+        "info": dataset_info(store, view),
+    }
+
+
+def register(app: Dash, settings: Settings) -> None:
+    outputs = (
+        [Output(ids.LOCATION, "search")]
+        + [Output(i, p) for i, p, _ in CONTROLS]
+        + [Output(i, "options") for i in OPTIONS]
+        + [
+            Output(ids.SPEC, "data"),
+            Output(ids.CAMERA_RESTORE, "data"),
+            Output(ids.URL_NOTICE, "children"),
+            Output(ids.DATASET_INFO, "children"),
+        ]
+    )
+    inputs = (
+        [Input(ids.LOCATION, "search")]
+        + [Input(i, p) for i, p, _ in CONTROLS]
+        + [Input(ids.REDUCE_CANCEL, "n_clicks"), Input(ids.DATASETS_VERSION, "data")]
+    )
+    states = [State(ids.SHOWN, "data"), State(ids.SPEC, "data")]
+
+    @app.callback(outputs, inputs, states)
+    def url_sync(search, *args):
+        n = len(CONTROLS)
+        values = {key: v for (_, _, key), v in zip(CONTROLS, args[:n], strict=True)}
+        shown, spec = args[n + 2], args[n + 3]
+        store = settings.store()
+        try:
+            out = sync(store, settings.dataset, ctx.triggered_id, search, values, shown, spec)
+        except data.EXPECTED_ERRORS as e:
+            log.warning("URL state: %s", e)
+            return [no_update] * (len(outputs) - 2) + [notice(str(e), "error"), no_update]
+        return (
+            [out["search"]]
+            + [out["controls"][key] for _, _, key in CONTROLS]
+            + [out["options"][i] for i in OPTIONS]
+            + [out["spec"], out["camera_restore"], notice(out["notices"]), out["info"]]
+        )

@@ -1,0 +1,330 @@
+"""The page: header with data pickers, a sidebar of controls, the map, the gallery panel.
+
+Only component trees here: option lists are filled by callbacks from the store.
+"""
+
+from __future__ import annotations
+
+from dash import dcc, html
+from latentmap.components import ids
+from latentmap.components.figures import empty_figure
+from latentmap.pipeline.reduce import default_params
+
+DEFAULTS = {**default_params("tsne"), **default_params("umap")}
+
+HIDDEN = {"display": "none"}
+SHOWN_FLEX = {"display": "flex"}
+SHOWN_BLOCK = {"display": "block"}
+
+GRAPH_CONFIG = {
+    "scrollZoom": True,
+    "displaylogo": False,
+    "modeBarButtonsToRemove": ["autoScale2d", "toImage"],
+    "doubleClick": "reset",
+}
+
+
+def _field(label: str, control, hint: str | None = None, **kw) -> html.Div:
+    kids = [html.Label(label, className="field-label"), control]
+    if hint:
+        kids.append(html.Div(hint, className="field-hint"))
+    return html.Div(kids, className="field", **kw)
+
+
+def _section(title: str, *children) -> html.Section:
+    return html.Section([html.H3(title), *children], className="panel-section")
+
+
+def header() -> html.Header:
+    return html.Header(
+        [
+            html.Div([html.Span("◎", className="logo-mark"), "latentmap"], className="brand"),
+            html.Div(
+                [
+                    _field(
+                        "Dataset",
+                        dcc.Dropdown(id=ids.DATASET, clearable=False, placeholder="no dataset"),
+                    ),
+                    _field("Layer", dcc.Dropdown(id=ids.LAYER, clearable=False)),
+                ],
+                className="pickers",
+            ),
+            html.Div(id=ids.DATASET_INFO, className="dataset-info"),
+        ],
+        className="topbar",
+    )
+
+
+def projection_controls() -> html.Section:
+    return _section(
+        "Projection",
+        dcc.RadioItems(
+            id=ids.METHOD,
+            options=[
+                {"label": "PCA", "value": "pca"},
+                {"label": "t-SNE", "value": "tsne"},
+                {"label": "UMAP", "value": "umap"},
+            ],
+            value="pca",
+            className="segmented",
+            inputClassName="segmented-input",
+            labelClassName="segmented-label",
+        ),
+        html.Div(
+            _field(
+                "Perplexity",
+                dcc.Input(
+                    id=ids.PERPLEXITY,
+                    type="number",
+                    min=1,
+                    step=1,
+                    debounce=True,
+                    value=DEFAULTS["perplexity"],
+                ),
+            ),
+            id=ids.TSNE_PARAMS,
+            style=HIDDEN,
+        ),
+        html.Div(
+            [
+                _field(
+                    "Neighbours",
+                    dcc.Input(
+                        id=ids.N_NEIGHBORS,
+                        type="number",
+                        min=2,
+                        step=1,
+                        debounce=True,
+                        value=DEFAULTS["n_neighbors"],
+                    ),
+                ),
+                _field(
+                    "Min. distance",
+                    dcc.Input(
+                        id=ids.MIN_DIST,
+                        type="number",
+                        min=0,
+                        max=1,
+                        step=0.05,
+                        debounce=True,
+                        value=DEFAULTS["min_dist"],
+                    ),
+                ),
+            ],
+            id=ids.UMAP_PARAMS,
+            className="field-row",
+            style=HIDDEN,
+        ),
+    )
+
+
+def appearance_controls() -> html.Section:
+    return _section(
+        "Appearance",
+        _field("Colour by", dcc.Dropdown(id=ids.COLOR, placeholder="none")),
+        _field("Shape by", dcc.Dropdown(id=ids.SYMBOL, placeholder="none")),
+        _field("Filter by", dcc.Dropdown(id=ids.FILTER_COL, placeholder="no filter")),
+        _field("Keep values", dcc.Dropdown(id=ids.FILTER_VALUES, multi=True, placeholder="all")),
+        dcc.RadioItems(
+            id=ids.FILTER_MODE,
+            options=[
+                {"label": "dim others", "value": "dim"},
+                {"label": "hide others", "value": "hide"},
+            ],
+            value="dim",
+            className="inline-radio",
+        ),
+        _field(
+            "Hover shows",
+            dcc.Dropdown(id=ids.HOVER_COLS, multi=True, placeholder="label, prediction"),
+        ),
+    )
+
+
+def neighbour_controls() -> html.Section:
+    return _section(
+        "Nearest neighbours",
+        _field(
+            "k",
+            dcc.Input(id=ids.K, type="number", min=1, max=200, step=1, value=12, debounce=True),
+            hint="cosine similarity in the layer's latent space",
+        ),
+    )
+
+
+def data_panel() -> html.Details:
+    return html.Details(
+        [
+            html.Summary("Data: datasets & encode"),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.H4("Cached datasets"),
+                            html.Button(
+                                "↻", id=ids.DATASETS_REFRESH, className="btn-icon", title="refresh"
+                            ),
+                        ],
+                        className="row-between",
+                    ),
+                    html.Div(id=ids.DATASETS_TABLE),
+                    html.H4("Encode a folder"),
+                    _field(
+                        "Folder or embeddings file",
+                        dcc.Input(id=ids.ENCODE_SOURCE, type="text", placeholder="/data/images"),
+                    ),
+                    _field(
+                        "Model",
+                        dcc.Input(id=ids.ENCODE_MODEL, type="text", value="pixels"),
+                        hint="pixels | demo-cnn | model.pt | file.py:Class",
+                    ),
+                    _field(
+                        "Checkpoint",
+                        dcc.Input(
+                            id=ids.ENCODE_CHECKPOINT, type="text", placeholder="optional state dict"
+                        ),
+                    ),
+                    _field(
+                        "Layers",
+                        dcc.Input(
+                            id=ids.ENCODE_LAYERS,
+                            type="text",
+                            placeholder="comma separated; default: output",
+                        ),
+                    ),
+                    html.Div(
+                        [
+                            _field(
+                                "Pooling",
+                                dcc.Dropdown(
+                                    id=ids.ENCODE_POOL,
+                                    clearable=False,
+                                    value="mean",
+                                    options=["mean", "max", "p90", "flatten"],
+                                ),
+                            ),
+                            _field(
+                                "Name",
+                                dcc.Input(id=ids.ENCODE_NAME, type="text", placeholder="optional"),
+                            ),
+                        ],
+                        className="field-row",
+                    ),
+                    _field(
+                        "Labels table",
+                        dcc.Input(
+                            id=ids.ENCODE_LABELS,
+                            type="text",
+                            placeholder="optional CSV keyed by file name",
+                        ),
+                    ),
+                    html.Div(
+                        [
+                            html.Button("Encode", id=ids.ENCODE_START, className="btn btn-primary"),
+                            html.Button(
+                                "Cancel", id=ids.ENCODE_CANCEL, className="btn", disabled=True
+                            ),
+                        ],
+                        className="row-gap",
+                    ),
+                    html.Div(
+                        [
+                            html.Progress(id=ids.ENCODE_PROGRESS, value="0", max="100"),
+                            html.Span(id=ids.ENCODE_LABEL, className="muted"),
+                        ],
+                        id=ids.ENCODE_BOX,
+                        className="progress-box",
+                        style=HIDDEN,
+                    ),
+                    html.Div(id=ids.ENCODE_NOTICE),
+                ],
+                className="data-body",
+            ),
+        ],
+        className="data-panel",
+    )
+
+
+def sidebar() -> html.Aside:
+    return html.Aside(
+        [projection_controls(), appearance_controls(), neighbour_controls(), data_panel()],
+        className="sidebar",
+    )
+
+
+def map_panel() -> html.Main:
+    return html.Main(
+        [
+            html.Div(id=ids.MAP_NOTICE, className="map-notices"),
+            html.Div(
+                [
+                    html.Span(id=ids.REDUCE_LABEL, className="reduce-label"),
+                    html.Progress(id=ids.REDUCE_PROGRESS, value="0", max="100"),
+                    html.Button("Cancel", id=ids.REDUCE_CANCEL, className="btn btn-small"),
+                ],
+                id=ids.REDUCE_BOX,
+                className="reduce-box",
+                style=HIDDEN,
+            ),
+            html.Div(id=ids.MAP_STATUS, className="map-status"),
+            dcc.Graph(
+                id=ids.GRAPH,
+                figure=empty_figure(""),
+                config=GRAPH_CONFIG,
+                className="map-graph",
+                clear_on_unhover=True,
+            ),
+            dcc.Tooltip(id=ids.TOOLTIP, direction="right", className="map-tooltip"),
+        ],
+        className="map-panel",
+    )
+
+
+def gallery_panel() -> html.Aside:
+    return html.Aside(
+        [
+            html.H3("Nearest neighbours", id=ids.GALLERY_TITLE),
+            html.Div(id=ids.GALLERY_NOTICE),
+            html.Div(
+                html.P(
+                    "Click a point on the map to see its nearest neighbours in latent space.",
+                    className="muted",
+                ),
+                id=ids.GALLERY,
+                className="gallery",
+            ),
+            html.H3("Selection", id=ids.SELECTION_TITLE, style=HIDDEN),
+            html.Div(id=ids.SELECTION, className="gallery"),
+        ],
+        className="gallery-panel",
+    )
+
+
+def stores() -> html.Div:
+    return html.Div(
+        [
+            dcc.Location(id=ids.LOCATION, refresh=False),
+            dcc.Store(id=ids.SPEC),
+            dcc.Store(id=ids.SHOWN),
+            dcc.Store(id=ids.SELECTED),
+            dcc.Store(id=ids.CAMERA),
+            dcc.Store(id=ids.CAMERA_RESTORE),
+            dcc.Store(id=ids.NEIGHBORS),
+            dcc.Store(id=ids.REDUCE_REQUEST),
+            dcc.Store(id=ids.REDUCE_DONE),
+            dcc.Store(id=ids.DATASETS_VERSION, data=0),
+        ]
+    )
+
+
+def build_layout() -> html.Div:
+    return html.Div(
+        [
+            stores(),
+            header(),
+            html.Div(id=ids.URL_NOTICE, className="url-notices"),
+            html.Div(id=ids.GLOBAL_NOTICE),
+            html.Div([sidebar(), map_panel(), gallery_panel()], className="workspace"),
+        ],
+        className="app",
+    )
