@@ -14,10 +14,12 @@ def make_celery(redis_url: str):
     from celery import Celery
 
     app = Celery("latentmap", broker=redis_url, backend=redis_url)
+    # JSON only: Dash passes JSON-able arguments, and a pickle-accepting worker would run code
+    # from anyone who can write to Redis (Celery also refuses pickle when run as root).
     app.conf.update(
-        task_serializer="pickle",
-        result_serializer="pickle",
-        accept_content=["pickle", "json"],
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
         broker_connection_retry_on_startup=True,
         result_expires=3600,
     )
