@@ -1,6 +1,5 @@
 """The `latentmap` command as a user runs it: messages, exit codes, resume after a kill."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -104,49 +103,9 @@ def test_nothing_readable_exits_nonzero(capsys, tmp_path):
     assert code == 2 and "could be" in err
 
 
-@pytest.mark.slow
-def test_killed_encode_resumes(tmp_path, image_folder):
-    """SIGKILL mid-encode, then the same command finishes from the last completed batch."""
-    cache = tmp_path / "c"
-    cmd = [
-        *LATENTMAP,
-        "--cache-dir",
-        str(cache),
-        "encode",
-        str(image_folder),
-        "--model",
-        f"{MODELS}:Slow",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    parts = None
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        found = list(cache.glob("datasets/*/parts/*.npz"))
-        if len(found) >= 3:
-            parts = found
-            break
-        time.sleep(0.1)
-    assert parts, "encode never wrote a part"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    ds_dir = parts[0].parent.parent
-    done_before = len(list((ds_dir / "parts").glob("*.npz")))
-    assert 3 <= done_before < 14  # 27 image files / 2 per batch
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert f"resuming: {done_before} of 14 batches already done" in out.stderr
-    assert "encoded 24 items" in out.stdout
-    assert not (ds_dir / "parts").exists()
-
-
-@pytest.mark.slow
-def test_ctrl_c_says_how_to_resume(tmp_path, image_folder):
-    cache = tmp_path / "c"
+def _slow_encode(cache, image_folder, min_parts: int):
+    """Start a slow `latentmap encode` subprocess; return (proc, cmd, parts) once it has
+    written at least ``min_parts`` batch parts."""
     cmd = [
         *LATENTMAP,
         "--cache-dir",
@@ -162,8 +121,34 @@ def test_ctrl_c_says_how_to_resume(tmp_path, image_folder):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(cache.glob("datasets/*/parts/*.npz")):
+    while time.time() < deadline:
+        parts = list(cache.glob("datasets/*/parts/*.npz"))
+        if len(parts) >= min_parts:
+            return proc, cmd, parts
         time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("encode never wrote a part")
+
+
+@pytest.mark.slow
+def test_killed_encode_resumes(tmp_path, image_folder):
+    """SIGKILL mid-encode, then the same command finishes from the last completed batch."""
+    proc, cmd, parts = _slow_encode(tmp_path / "c", image_folder, min_parts=3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    ds_dir = parts[0].parent.parent
+    done_before = len(list((ds_dir / "parts").glob("*.npz")))
+    assert 3 <= done_before < 14  # 27 image files / 2 per batch
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"resuming: {done_before} of 14 batches already done" in out.stderr
+    assert "encoded 24 items" in out.stdout
+    assert not (ds_dir / "parts").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume(tmp_path, image_folder):
+    proc, _, _ = _slow_encode(tmp_path / "c", image_folder, min_parts=1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
