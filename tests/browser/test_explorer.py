@@ -321,7 +321,8 @@ def test_uncached_projection_runs_in_background(small_dataset, dash_duo):
     wait(
         lambda: (
             dash_duo.driver.execute_script(
-                "return document.getElementById('reduce-box').style.display"
+                # null-safe: right after get() Dash may not have rendered the layout yet
+                "const b = document.getElementById('reduce-box');return b ? b.style.display : null;"
             )
             == "flex"
             or cached_projection(store, ds, "z", "tsne", {"perplexity": 17}) is not None
