@@ -80,7 +80,6 @@ class Preprocess:
     bands: tuple[int, ...] | None = None  # which bands of the file, before anything else
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    scale: float = 1.0  # multiply after [0, 1] scaling (demo CNN expects 0..16)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -89,7 +88,6 @@ class Preprocess:
             "bands": self.bands,
             "mean": self.mean,
             "std": self.std,
-            "scale": self.scale,
         }
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:
@@ -110,7 +108,7 @@ class Preprocess:
                 raise ValueError(f"has {arr.shape[0]} bands, the model takes {self.channels}")
         if self.size is not None and tuple(arr.shape[1:]) != tuple(self.size):
             arr = resize_chw(arr, tuple(self.size))
-        arr = arr.astype(np.float32, copy=False) * np.float32(self.scale)
+        arr = arr.astype(np.float32, copy=False)
         if self.mean is not None:
             arr = arr - np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
         if self.std is not None:
