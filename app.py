@@ -12,7 +12,16 @@ from pathlib import Path
 
 from dash import Dash, set_props
 from flask import abort, request, send_file
-from latentmap.callbacks import datasets, neighbors, reduction, scatter, url
+from latentmap.callbacks import (
+    datasets,
+    diagnostics,
+    layers,
+    neighbors,
+    reduction,
+    scatter,
+    tasks,
+    url,
+)
 from latentmap.callbacks.manager import make_manager
 from latentmap.components import ids
 from latentmap.components.gallery import notice
@@ -57,6 +66,18 @@ def register_routes(app: Dash, settings: Settings) -> None:
         response.headers["Cache-Control"] = f"public, max-age={THUMB_MAX_AGE}"
         return response
 
+    @app.server.route("/reports/<ds_id>/<name>")
+    def report_zip(ds_id: str, name: str):
+        from latentmap.callbacks.diagnostics import REPORT_NAME
+        from latentmap.pipeline.store import valid_dataset_id
+
+        if not valid_dataset_id(ds_id) or not REPORT_NAME.match(name):
+            abort(404)
+        path = settings.store().root / "reports" / ds_id / name
+        if not path.is_file():
+            abort(404)
+        return send_file(path, mimetype="application/zip", as_attachment=True, download_name=name)
+
     @app.server.route("/thumb/<path:_anything>")
     def no_thumbnail(_anything: str):
         abort(404)  # anything else under /thumb/ (paths, negative rows...) is not found
@@ -85,7 +106,7 @@ def create_app(settings: Settings | None = None, *, celery_app=None) -> Dash:
     app.layout = build_layout()
     app.server.config["LATENTMAP_SETTINGS"] = settings
     register_routes(app, settings)
-    for module in (url, scatter, neighbors, reduction, datasets):
+    for module in (url, scatter, neighbors, reduction, datasets, tasks, layers, diagnostics):
         module.register(app, settings)
     return app
 

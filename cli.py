@@ -159,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the 2-D coordinates of this projection (csv/parquet)",
     )
     x.add_argument("--vectors", action="store_true", help="include latent vectors (csv/parquet)")
+
+    rp = sub.add_parser(
+        "report",
+        help="write static PNG plots and one interactive HTML report of a dataset",
+        description=(
+            "Per layer the maps side by side with class centroids, a grid of all maps, the "
+            "confusion matrix, confusion rate vs centroid distance per layer, and report.html."
+        ),
+    )
+    rp.add_argument("dataset", help="dataset id or name (see `latentmap list`)")
+    rp.add_argument("--out", required=True, help="output folder (created)")
+    rp.add_argument("--layers", metavar="A,B", help="comma-separated layers (default: all layers)")
+    rp.add_argument("--methods", default="tsne,umap", metavar="M,N", help="any of pca,tsne,umap")
+    rp.add_argument("--true", dest="true_col", metavar="COL", help="label column (default: label)")
+    rp.add_argument(
+        "--pred", dest="pred_col", metavar="COL", help="predictions column (default: pred)"
+    )
     return p
 
 
@@ -178,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serve": cmd_serve,
             "list": cmd_list,
             "export": cmd_export,
+            "report": cmd_report,
         }
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -403,6 +421,72 @@ def cmd_export(args) -> int:
             store, ds, out, layer=layer, coords=coords, include_vectors=args.vectors
         )
     print(f"wrote {path}")
+    return 0
+
+
+def _comma_list(text: str | None, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ValueError(f"--{what} needs at least one name, got {text!r}")
+    return items
+
+
+def cmd_report(args) -> int:
+    from latentmap.pipeline.reduce import _check_method
+    from latentmap.report import write_report
+    from tqdm import tqdm
+
+    store = _settings(args).store()
+    ds = _resolve_dataset(store, args.dataset)
+    layers = _comma_list(args.layers, "layers")
+    known = store.layers(ds)
+    for layer in layers or []:
+        if layer not in known:
+            raise ValueError(f"dataset {ds} has no layer {layer!r}; it has: {', '.join(known)}")
+    methods = [_check_method(m) for m in _comma_list(args.methods, "methods") or []]
+    columns = list(store.metadata(ds).columns)
+    for flag, col in (("--true", args.true_col), ("--pred", args.pred_col)):
+        if col is not None and col not in columns:
+            raise ValueError(
+                f"{flag} {col!r}: dataset {ds} has no such column; columns: "
+                f"{', '.join(map(str, columns))}"
+            )
+    import time
+
+    with tqdm(total=100, desc="report", unit="%", file=sys.stderr, disable=None) as bar:
+        last = ""
+        said = 0.0
+
+        def progress(frac: float, msg: str) -> None:
+            nonlocal last, said
+            if bar.disable:  # not a terminal (a log, a pipe): a line now and then
+                now = time.monotonic()
+                milestone = msg.startswith(("computing", "writing", "report written"))
+                if msg != last and (milestone or now - said >= 2.0):
+                    print(f"report {frac:4.0%}: {msg}", file=sys.stderr)
+                    said = now
+            else:
+                bar.update(max(0, int(frac * 100) - bar.n))
+                if msg != last:
+                    bar.set_postfix_str(msg[:60])
+            last = msg
+
+        result = write_report(
+            store,
+            ds,
+            Path(args.out),
+            layers=layers,
+            methods=methods,
+            true_col=args.true_col or "label",
+            pred_col=args.pred_col or "pred",
+            progress=progress,
+        )
+    for path in result.files:
+        print(f"wrote {path}")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
 from dash import Dash, Input, Output, Patch, State, no_update, set_props
 from latentmap.callbacks import data
 from latentmap.components import ids
@@ -19,6 +20,7 @@ from latentmap.components.figures import (
     camera_from_relayout,
     empty_figure,
     highlight_trace,
+    marked_trace,
     row_for_point,
     scatter_figure,
 )
@@ -54,6 +56,8 @@ def render(
     pending: dict | None,
     cancels: int | None,
     neighbours: dict | None,
+    diag: dict | None = None,
+    tasks_done: dict | None = None,
 ) -> tuple[Any, Any, Any, Any, Any]:
     """(figure, shown, reduce request, map notice, status) for the figure callback."""
     if not spec:
@@ -108,6 +112,16 @@ def render(
     hl = None
     if neighbours and neighbours.get("dataset") == ds and neighbours.get("layer") == layer:
         hl = highlight_trace(coords, neighbours.get("rows"))
+    overlays, point_values, waiting = [], None, []
+    if drawn == want:
+        overlays, point_values, waiting = map_overlays(store, spec, groups, tasks_done, notices)
+    if waiting:
+        status = (status + " " if status else "") + f"Computing {' and '.join(waiting)}…"
+    marked = None
+    if diag and diag.get("dataset") == ds:
+        from latentmap.callbacks.diagnostics import cell_rows
+
+        marked = marked_trace(coords, cell_rows(store, diag))
     fig = scatter_figure(
         coords,
         groups,
@@ -117,6 +131,9 @@ def render(
         camera=camera,
         uirevision=json.dumps(drawn, sort_keys=True),
         highlight=hl,
+        marked=marked,
+        point_values=point_values,
+        overlays=overlays,
     )
     new_shown = {
         **spec,
@@ -125,6 +142,72 @@ def render(
         "n_groups": len(groups),
     }
     return fig, new_shown, request, notice(notices, "info"), status
+
+
+def map_overlays(store, spec: dict, groups, done: dict | None, notices: list[str]):
+    """(overlay traces, per-point values or None, names of overlays still computing)."""
+    from latentmap.callbacks import tasks
+    from latentmap.components.diagnostic_figures import centroid_traces
+
+    ov = set(spec.get("overlays") or ())
+    traces: list[dict] = []
+    values = None
+    waiting: list[str] = []
+    ds, layer, method, params = spec["dataset"], spec["layer"], spec["method"], spec["params"]
+    if ov & {"centroids", "ellipses"}:
+        col = spec.get("centroid_col")
+        if not col:
+            notices.append(
+                "Centroids need a categorical column: colour by one, or pick the true labels "
+                "in the Diagnostics tab."
+            )
+        else:
+            t = tasks.task("centroids", ds, layer, method=method, params=params, column=col)
+            try:
+                cm = tasks.lookup(store, t)
+            except data.EXPECTED_ERRORS as e:
+                cm = None
+                notices.append(f"Centroids: {e}")
+            if cm is not None:
+                colors = None
+                if col == spec.get("color"):
+                    colors = {g.name: g.color for g in groups if g.kind == "category"}
+                traces += centroid_traces(
+                    list(cm.info["classes"]),
+                    np.asarray(cm["xy"]),
+                    colors,
+                    cov=np.asarray(cm["cov"]),
+                    ellipses="ellipses" in ov,
+                    label=cm.info.get("label", "centroids"),
+                )
+                notices += list(cm.info.get("notes") or [])
+            elif err := tasks.task_error(done, t):
+                notices.append(f"Centroids could not be computed: {err}")
+            else:
+                waiting.append("centroids")
+    if "trust" in ov:
+        t = tasks.task("trust", ds, layer, method=method, params=params)
+        try:
+            tr = tasks.lookup(store, t)
+        except data.EXPECTED_ERRORS as e:
+            tr = None
+            notices.append(f"Projection trust: {e}")
+        if tr is not None:
+            values = (np.asarray(tr["recall"]), "k-NN recall")
+            notices.append(
+                f"Colour = k-NN recall of each point (grey: unknown); trustworthiness "
+                f"{_num(tr.info.get('trustworthiness'))}, mean k-NN recall "
+                f"{_num(tr.info.get('knn_recall'))}."
+            )
+        elif err := tasks.task_error(done, t):
+            notices.append(f"Projection trust could not be computed: {err}")
+        else:
+            waiting.append("projection trust")
+    return traces, values, waiting
+
+
+def _num(v) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.2f}"
 
 
 def hover(store, hover_data: dict | None, shown: dict | None, extra: list[str] | None):
@@ -150,16 +233,27 @@ def register(app: Dash, settings: Settings) -> None:
         Output(ids.MAP_STATUS, "children"),
         Input(ids.SPEC, "data"),
         Input(ids.REDUCE_DONE, "data"),
+        Input(ids.TASKS_DONE, "data"),
         State(ids.SHOWN, "data"),
         State(ids.CAMERA, "data"),
         State(ids.REDUCE_REQUEST, "data"),
         State(ids.REDUCE_CANCEL, "n_clicks"),
         State(ids.NEIGHBORS, "data"),
+        State(ids.DIAG_SPEC, "data"),
     )
-    def update_figure(spec, done, shown, camera, pending, cancels, neighbours):
+    def update_figure(spec, done, tasks_done, shown, camera, pending, cancels, neighbours, diag):
         try:
             fig, new_shown, request, note, status = render(
-                settings.store(), spec, done, shown, camera, pending, cancels, neighbours
+                settings.store(),
+                spec,
+                done,
+                shown,
+                camera,
+                pending,
+                cancels,
+                neighbours,
+                diag,
+                tasks_done,
             )
         except data.EXPECTED_ERRORS as e:
             log.warning("figure: %s", e)

@@ -18,9 +18,15 @@ DEFAULT_K = 12
 MAX_K = 200
 FILTER_MODES = ("dim", "hide")
 PARAM_KEYS = ("perplexity", "n_neighbors", "min_dist", "metric")
-QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam")  # fmt: skip
+QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp")  # fmt: skip
+TABS = ("map", "layers", "diag")
+OVERLAYS = ("centroids", "ellipses", "trust")
+ALIGN_MODES = ("procrustes", "init")
+DIST_METRICS = ("cosine", "euclidean")
+MAX_LAYERS = 4
 NONE = "none"
 _MAX_VALUE_LEN = 300
+_LIST_KEYS = ("fv", "ov", "layers")
 _MAX_FILTER_VALUES = 500
 
 
@@ -38,16 +44,62 @@ class View:
     selected: int | None = None
     k: int = DEFAULT_K
     camera: tuple[float, float, float, float] | None = None
+    # diagnostics: main tab, map overlays, layer small multiples, confusion panels
+    tab: str = "map"
+    overlays: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    align: str = "procrustes"
+    true_col: str | None = None
+    pred_col: str | None = None
+    cnorm: bool = True
+    dmetric: str = "cosine"
+    cell: tuple[str, str] | None = None
+    # derived: centroids follow the colour column when categorical, else the true labels
+    centroid_col: str | None = None
+    # dataset-dependent defaults of the fields above (URLs leave out what equals them)
+    defaults: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def spec(self) -> dict[str, Any] | None:
         """What the map draws (the JSON kept in the SPEC store); None without a dataset."""
         if not self.dataset:
             return None
-        d = asdict(self)
-        for k in ("selected", "k", "camera"):
-            d.pop(k)
+        d = {k: v for k, v in asdict(self).items() if k in _MAP_FIELDS}
         d["filter_values"] = list(self.filter_values)
+        d["overlays"] = list(self.overlays)
+        d["centroid_col"] = self.centroid_col
         return d
+
+    def diag_spec(self) -> dict[str, Any] | None:
+        """What the layers and diagnostics tabs draw (the DIAG_SPEC store)."""
+        if not self.dataset:
+            return None
+        return {
+            "dataset": self.dataset,
+            "layer": self.layer,
+            "method": self.method,
+            "params": dict(self.params),
+            "tab": self.tab,
+            "layers": list(self.layers),
+            "align": self.align,
+            "true_col": self.true_col,
+            "pred_col": self.pred_col,
+            "cnorm": self.cnorm,
+            "dmetric": self.dmetric,
+            "cell": list(self.cell) if self.cell else None,
+        }
+
+
+_MAP_FIELDS = (
+    "dataset",
+    "layer",
+    "method",
+    "params",
+    "color",
+    "symbol",
+    "filter_col",
+    "filter_values",
+    "filter_mode",
+)
 
 
 # --------------------------------------------------------------------------- parse / write
@@ -68,10 +120,12 @@ def parse_query(search: str | None) -> tuple[dict[str, Any], list[str]]:
         if key not in QUERY_KEYS:
             notices.append(f"Ignored unknown link parameter {key[:40]!r}.")
             continue
-        if key == "fv":
-            raw["fv"] = [v[:_MAX_VALUE_LEN] for v in values][:_MAX_FILTER_VALUES]
+        if key in _LIST_KEYS:
+            raw[key] = [v[:_MAX_VALUE_LEN] for v in values][:_MAX_FILTER_VALUES]
         else:
             raw[key] = values[-1][:_MAX_VALUE_LEN]
+    if "ct" in raw or "cp" in raw:
+        raw["cell"] = [raw.pop("ct", ""), raw.pop("cp", "")]
     return raw, notices
 
 
@@ -101,6 +155,24 @@ def to_query(view: View) -> str:
         items.append(("k", str(view.k)))
     if view.camera:
         items.append(("cam", ",".join(f"{c:.6g}" for c in view.camera)))
+    dflt = view.defaults
+    if view.tab != "map":
+        items.append(("tab", view.tab))
+    items += [("ov", o) for o in view.overlays]
+    if list(view.layers) != list(dflt.get("layers", ())):
+        items += [("layers", v) for v in view.layers]
+    if view.align != "procrustes":
+        items.append(("align", view.align))
+    if view.true_col != dflt.get("true_col"):
+        items.append(("true", view.true_col or NONE))
+    if view.pred_col != dflt.get("pred_col"):
+        items.append(("pred", view.pred_col or NONE))
+    if not view.cnorm:
+        items.append(("cnorm", "0"))
+    if view.dmetric != "cosine":
+        items.append(("dmetric", view.dmetric))
+    if view.cell:
+        items += [("ct", view.cell[0]), ("cp", view.cell[1])]
     return "?" + urlencode(items)
 
 
@@ -228,16 +300,7 @@ def resolve_view(
     cols = columns(store, ds)
 
     def column(key: str, default: str | None, what: str) -> str | None:
-        if key not in raw:
-            return default
-        v = raw[key]
-        if v is None or str(v).strip().lower() in ("", NONE):
-            return None
-        if v not in cols:
-            if not quiet:
-                notices.append(f"No column {_short(v)} to {what}; showing the default.")
-            return default
-        return str(v)
+        return _column(raw, key, cols, default, f"to {what}", notices, quiet)
 
     default_color = "label" if "label" in cols else None
     color = column("color", default_color, "colour by")
@@ -288,10 +351,112 @@ def resolve_view(
         except (TypeError, ValueError):
             notices.append("The zoom in the link is not valid; showing the whole map.")
 
+    diag, more = _resolve_diagnostics(raw, layers, cols, quiet)
+    notices += more
+    cent = color if color and cols.get(color, {}).get("kind") == "categorical" else None
     view = View(
-        ds, layer, method, params, color, symbol, filter_col, fvalues, fmode, selected, k, camera
+        ds,
+        layer,
+        method,
+        params,
+        color,
+        symbol,
+        filter_col,
+        fvalues,
+        fmode,
+        selected,
+        k,
+        camera,
+        **diag,
+        centroid_col=cent or diag["true_col"],
     )
     return view, notices
+
+
+def _column(
+    raw: dict, key: str, cols: dict, default: str | None, what: str, notices: list, quiet: bool
+) -> str | None:
+    """A column name from the link: absent -> default, "none" -> None, unknown -> default."""
+    if key not in raw:
+        return default
+    v = raw[key]
+    if v is None or str(v).strip().lower() in ("", NONE):
+        return None
+    if v not in cols:
+        if not quiet:
+            notices.append(f"No column {_short(v)} {what}; showing the default.")
+        return default
+    return str(v)
+
+
+def _choice(raw: dict, key: str, allowed: tuple[str, ...], what: str, notices: list[str]) -> str:
+    v = raw.get(key)
+    if v in (None, ""):
+        return allowed[0]
+    v = str(v).strip().lower()
+    if v not in allowed:
+        notices.append(f"Unknown {what} {_short(raw[key])}; using {allowed[0]}.")
+        return allowed[0]
+    return v
+
+
+def _resolve_diagnostics(
+    raw: dict[str, Any], layers: list[str], cols: dict[str, dict], quiet: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """The diagnostics fields of a view (tab, overlays, small-multiple layers, columns...)."""
+    notices: list[str] = []
+    tab = _choice(raw, "tab", TABS, "tab", notices)
+
+    ov_raw = raw.get("ov") or []
+    ov_raw = [ov_raw] if isinstance(ov_raw, str) else list(ov_raw)
+    bad = [o for o in ov_raw if o not in OVERLAYS]
+    if bad:
+        notices.append(f"Unknown overlay {_short(bad[0])} ignored (use {', '.join(OVERLAYS)}).")
+    overlays = tuple(o for o in OVERLAYS if o in ov_raw)
+
+    default_layers = tuple(layers[:MAX_LAYERS])
+    want = raw.get("layers")
+    if want in (None, "", []):
+        chosen = default_layers
+    else:
+        want = [want] if isinstance(want, str) else [str(w) for w in want]
+        missing = [w for w in want if w not in layers]
+        if missing and not quiet:
+            notices.append(f"Layer {_short(missing[0])} is not in this dataset; left out.")
+        chosen = tuple(dict.fromkeys(w for w in want if w in layers))
+        if len(chosen) > MAX_LAYERS:
+            notices.append(f"At most {MAX_LAYERS} layers side by side; showing the first ones.")
+            chosen = chosen[:MAX_LAYERS]
+        chosen = chosen or default_layers
+    align = _choice(raw, "align", ALIGN_MODES, "alignment", notices)
+
+    categorical = [c for c, v in cols.items() if v["kind"] == "categorical"]
+    default_true = next((c for c in ("label", "class", "target", "y") if c in categorical), None)
+    default_pred = next((c for c in ("pred", "prediction", "predicted") if c in categorical), None)
+
+    true_col = _column(raw, "true", cols, default_true, "for the true labels", notices, quiet)
+    pred_col = _column(raw, "pred", cols, default_pred, "for the predictions", notices, quiet)
+    cnorm = str(raw.get("cnorm", "1")).strip().lower() not in ("0", "false", "no", "off")
+    dmetric = _choice(raw, "dmetric", DIST_METRICS, "distance", notices)
+
+    cell = None
+    c = raw.get("cell")
+    if isinstance(c, (list, tuple)) and len(c) == 2 and all(isinstance(x, str) and x for x in c):
+        cell = (c[0], c[1])
+    elif c not in (None, "", [], ["", ""]):
+        notices.append("The confusion cell in the link is not valid; cleared.")
+    return {
+        "tab": tab,
+        "overlays": overlays,
+        "layers": chosen,
+        "align": align,
+        "true_col": true_col,
+        "pred_col": pred_col,
+        "cnorm": cnorm,
+        "dmetric": dmetric,
+        "cell": cell,
+        "defaults": {"layers": default_layers, "true_col": default_true, "pred_col": default_pred},
+    }, notices
 
 
 def raw_from_view(view: View) -> dict[str, Any]:
@@ -309,6 +474,15 @@ def raw_from_view(view: View) -> dict[str, Any]:
         "sel": view.selected,
         "k": view.k,
         "cam": list(view.camera) if view.camera else None,
+        "tab": view.tab,
+        "ov": list(view.overlays),
+        "layers": list(view.layers),
+        "align": view.align,
+        "true": view.true_col,
+        "pred": view.pred_col,
+        "cnorm": "1" if view.cnorm else "0",
+        "dmetric": view.dmetric,
+        "cell": list(view.cell) if view.cell else None,
     }
     return raw
 

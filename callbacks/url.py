@@ -12,7 +12,7 @@ from typing import Any
 
 from dash import Dash, Input, Output, State, ctx, no_update
 from latentmap.callbacks import data
-from latentmap.callbacks.state import View, parse_query, raw_from_view, resolve_view, to_query
+from latentmap.callbacks.state import NONE, View, parse_query, raw_from_view, resolve_view, to_query
 from latentmap.components import ids
 from latentmap.components.gallery import notice
 from latentmap.settings import Settings
@@ -35,6 +35,15 @@ CONTROLS: list[tuple[str, str, str]] = [
     (ids.K, "value", "k"),
     (ids.SELECTED, "data", "sel"),
     (ids.CAMERA, "data", "cam"),
+    (ids.TAB, "value", "tab"),
+    (ids.OVERLAYS, "value", "ov"),
+    (ids.LAYERS_PICK, "value", "layers"),
+    (ids.ALIGN, "value", "align"),
+    (ids.TRUE_COL, "value", "true"),
+    (ids.PRED_COL, "value", "pred"),
+    (ids.CNORM, "value", "cnorm"),
+    (ids.DMETRIC, "value", "dmetric"),
+    (ids.CELL, "data", "cell"),
 ]
 OPTIONS = [
     ids.DATASET,
@@ -44,10 +53,15 @@ OPTIONS = [
     ids.FILTER_COL,
     ids.FILTER_VALUES,
     ids.HOVER_COLS,
+    ids.LAYERS_PICK,
+    ids.TRUE_COL,
+    ids.PRED_COL,
 ]
 # what a user change of one control resets (the rest of the view is kept)
 RESETS = {
-    ids.DATASET: ("layer", "filter", "fv", "sel", "cam"),
+    ids.DATASET: ("layer", "filter", "fv", "sel", "cam", "layers", "true", "pred", "cell"),
+    ids.TRUE_COL: ("cell",),
+    ids.PRED_COL: ("cell",),
     ids.LAYER: ("cam",),
     ids.METHOD: ("cam",),
     ids.PERPLEXITY: ("cam",),
@@ -65,6 +79,7 @@ def control_values(view: View) -> dict[str, Any]:
         raw.setdefault(key, no_update)  # keep the inputs of other methods as they are
     raw["fv"] = list(view.filter_values)
     raw["cam"] = list(view.camera) if view.camera else None
+    raw["cnorm"] = ["1"] if view.cnorm else []
     return raw
 
 
@@ -83,6 +98,9 @@ def options(store, view: View) -> dict[str, list]:
     if view.filter_col:
         out[ids.FILTER_VALUES] = cols[view.filter_col]["values"][:2000]
     out[ids.HOVER_COLS] = names
+    out[ids.LAYERS_PICK] = out[ids.LAYER]
+    out[ids.TRUE_COL] = out[ids.FILTER_COL]
+    out[ids.PRED_COL] = out[ids.FILTER_COL]
     return out
 
 
@@ -104,11 +122,12 @@ def sync(
     values: dict[str, Any],
     shown: dict | None,
     spec: dict | None,
+    diag_spec: dict | None = None,
 ) -> dict[str, Any]:
     """All outputs of the URL callback, as a dict (plain function, testable without Dash).
 
     Keys: "search", "controls" (raw key -> value or no_update), "options" (id -> list),
-    "spec", "camera_restore", "notices", "info".
+    "spec", "diag_spec", "camera_restore", "notices", "info".
     """
     notices: list[str] = []
     restoring = trigger in RESTORE_TRIGGERS
@@ -117,6 +136,10 @@ def sync(
     else:
         raw = {key: values.get(key) for _, _, key in CONTROLS}
         raw["color"] = raw["color"] or None
+        raw["cnorm"] = "1" if raw.get("cnorm") else "0"
+        for key in ("true", "pred"):
+            if raw.get(key) is None:
+                raw[key] = NONE  # a cleared dropdown means "no column", not "default"
         for key in RESETS.get(trigger, ()):
             raw.pop(key, None)
         if trigger == ids.REDUCE_CANCEL and shown:
@@ -133,7 +156,9 @@ def sync(
         v = controls.get(key, no_update)
         out_controls[key] = no_update if (v is not no_update and v == values.get(key)) else v
     new_spec = view.spec()
+    new_diag = view.diag_spec()
     return {
+        "diag_spec": no_update if new_diag == diag_spec else new_diag,
         "search": no_update if restoring or new_search == (search or "") else new_search,
         "controls": out_controls,
         "options": options(store, view),
@@ -151,6 +176,7 @@ def register(app: Dash, settings: Settings) -> None:
         + [Output(i, "options") for i in OPTIONS]
         + [
             Output(ids.SPEC, "data"),
+            Output(ids.DIAG_SPEC, "data"),
             Output(ids.CAMERA_RESTORE, "data"),
             Output(ids.URL_NOTICE, "children"),
             Output(ids.DATASET_INFO, "children"),
@@ -161,16 +187,18 @@ def register(app: Dash, settings: Settings) -> None:
         + [Input(i, p) for i, p, _ in CONTROLS]
         + [Input(ids.REDUCE_CANCEL, "n_clicks"), Input(ids.DATASETS_VERSION, "data")]
     )
-    states = [State(ids.SHOWN, "data"), State(ids.SPEC, "data")]
+    states = [State(ids.SHOWN, "data"), State(ids.SPEC, "data"), State(ids.DIAG_SPEC, "data")]
 
     @app.callback(outputs, inputs, states)
     def url_sync(search, *args):
         n = len(CONTROLS)
         values = {key: v for (_, _, key), v in zip(CONTROLS, args[:n], strict=True)}
-        shown, spec = args[n + 2], args[n + 3]
+        shown, spec, diag_spec = args[n + 2], args[n + 3], args[n + 4]
         store = settings.store()
         try:
-            out = sync(store, settings.dataset, ctx.triggered_id, search, values, shown, spec)
+            out = sync(
+                store, settings.dataset, ctx.triggered_id, search, values, shown, spec, diag_spec
+            )
         except data.EXPECTED_ERRORS as e:
             log.warning("URL state: %s", e)
             return [no_update] * (len(outputs) - 2) + [notice(str(e), "error"), no_update]
@@ -178,5 +206,6 @@ def register(app: Dash, settings: Settings) -> None:
             [out["search"]]
             + [out["controls"][key] for _, _, key in CONTROLS]
             + [out["options"][i] for i in OPTIONS]
-            + [out["spec"], out["camera_restore"], notice(out["notices"]), out["info"]]
+            + [out["spec"], out["diag_spec"], out["camera_restore"]]
+            + [notice(out["notices"]), out["info"]]
         )

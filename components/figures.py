@@ -24,9 +24,11 @@ HIGHLIGHT_COLOR = "#111111"
 OTHER = "(other)"
 MISSING = "(missing)"
 FILTERED = "(filtered out)"
-# Trace 0 is the highlight (an SVG trace: drawn above the WebGL points and at a fixed index,
-# so a Patch can update it whatever the colouring); point traces start at TRACE_OFFSET.
-TRACE_OFFSET = 1
+MARKED_COLOR = "#f08c00"
+# Trace 0 is the highlight (query + neighbours), trace 1 the marked items (e.g. a confusion
+# cell): SVG traces, drawn above the WebGL points and at fixed indices so a Patch can update
+# them whatever the colouring. Point traces start at TRACE_OFFSET; overlays come last.
+TRACE_OFFSET = 2
 
 # Plotly / D3 / Dark24 / Light24 qualitative colours, de-duplicated: 70+ distinct colours
 # before the golden-angle generator takes over.
@@ -334,6 +336,49 @@ def highlight_trace(coords: np.ndarray | None = None, rows: list[int] | None = N
     }
 
 
+def marked_trace(coords: np.ndarray | None = None, rows: Any = None) -> dict:
+    """The trace marking a set of items (orange rings), e.g. the items of a confusion cell."""
+    xs: list[float] = []
+    ys: list[float] = []
+    if coords is not None and rows is not None and len(rows):
+        r = np.asarray(rows, dtype=np.int64)
+        r = r[(r >= 0) & (r < len(coords))]
+        xy = coords[r]
+        xy = xy[np.isfinite(xy).all(1)]
+        xs, ys = xy[:, 0].tolist(), xy[:, 1].tolist()
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": "marked items",
+        "x": xs,
+        "y": ys,
+        "marker": {
+            "size": 13,
+            "color": MARKED_COLOR,
+            "symbol": "circle-open",
+            "line": {"width": 2.5},
+        },
+        "hoverinfo": "skip",
+        "showlegend": False,
+    }
+
+
+def _point_values_trace(trace: dict, g: Group, values: np.ndarray, title: str, first: bool):
+    """Recolour a point trace by per-row ``values`` (shared 0..1 scale, one colour bar)."""
+    if g.kind == "dim":
+        return
+    v = np.asarray(values, dtype=np.float64)[g.rows]
+    trace["marker"].update(
+        color=typed_array(np.where(np.isfinite(v), v, -1.0)),
+        colorscale=[[0.0, "#9a9a9a"], [0.0001, "#b2182b"], [0.5, "#fddbc7"], [1.0, "#2166ac"]],
+        cmin=-0.0001,
+        cmax=1.0,
+        showscale=first,
+    )
+    if first:
+        trace["marker"]["colorbar"] = {"title": {"text": title}, "thickness": 12, "len": 0.6}
+
+
 def scatter_figure(
     coords: np.ndarray,
     groups: list[Group],
@@ -344,8 +389,14 @@ def scatter_figure(
     camera: list[float] | None = None,
     uirevision: str = "",
     highlight: dict | None = None,
+    marked: dict | None = None,
+    point_values: tuple[np.ndarray, str] | None = None,
+    overlays: list[dict] | None = None,
+    showlegend: bool = True,
 ) -> dict[str, Any]:
-    """The map: the highlight trace, one scattergl trace per group, then symbol legend entries."""
+    """The map: highlight and marked traces, one scattergl trace per group, symbol legend
+    entries, then overlays (centroids...). ``point_values`` = (per-row values in 0..1, title)
+    recolours every point on one scale (e.g. the k-NN recall of each point)."""
     coords = np.asarray(coords, dtype=np.float32)
     n_points = sum(len(g.rows) for g in groups)
     size = marker_size(n_points)
@@ -368,9 +419,16 @@ def scatter_figure(
                     "hoverinfo": "skip",
                 }
             )
-    data = [highlight or highlight_trace()]
-    data += [_trace(g, coords, meta, color, symbols, size) for g in groups]
+    data = [highlight or highlight_trace(), marked or marked_trace()]
+    traces = [_trace(g, coords, meta, color, symbols, size) for g in groups]
+    if point_values is not None:
+        first = True
+        for t, g in zip(traces, groups, strict=True):
+            _point_values_trace(t, g, point_values[0], point_values[1], first and g.kind != "dim")
+            first = first and g.kind == "dim"
+    data += traces
     data += sym_legend
+    data += overlays or []
     xaxis: dict[str, Any] = {"visible": False}
     yaxis: dict[str, Any] = {"visible": False}
     if camera and len(camera) == 4:
@@ -397,7 +455,7 @@ def scatter_figure(
             "font": {"size": 11},
             "title": {"text": color or ""},
         },
-        "showlegend": True,
+        "showlegend": showlegend,
     }
     return {"data": data, "layout": layout}
 

@@ -79,6 +79,45 @@ ENCODE_LABEL = "encode-label"
 ENCODE_NOTICE = "encode-notice"
 
 
+# ----- main tabs, overlays, background diagnostics tasks
+TAB = "main-tab"
+MAP_PANEL = "map-panel"
+LAYERS_PANEL = "layers-panel"
+DIAG_PANEL = "diag-panel"
+OVERLAYS = "overlays"
+DIAG_SPEC = "diag-spec"  # what the layers / diagnostics tabs draw (written by the URL callback)
+TASKS_REQUEST = "tasks-request"
+TASKS_DONE = "tasks-done"
+TASKS_BOX = "tasks-box"
+TASKS_PROGRESS = "tasks-progress"
+TASKS_LABEL = "tasks-label"
+TASKS_CANCEL = "tasks-cancel"
+
+# ----- layers side by side
+LAYERS_PICK = "layers-pick"
+ALIGN = "layers-align"
+LAYERS_NOTICE = "layers-notice"
+LAYERS_GRID = "layers-grid"
+LAYER_GRAPH_TYPE = "layer-graph"
+
+# ----- diagnostics tab
+TRUE_COL = "true-column"
+PRED_COL = "pred-column"
+CNORM = "confusion-normalize"
+DMETRIC = "distance-metric"
+DIAG_NOTICE = "diag-notice"
+DIAG_TABLE = "diag-table"
+CONF_GRAPH = "confusion-graph"
+CVD_GRAPH = "confusion-distance-graph"
+CELL = "confusion-cell"  # [true, pred] or None
+CELL_CLEAR = "confusion-cell-clear"
+CELL_TITLE = "cell-title"
+CELL_HEADER = "cell-header"
+CELL_GALLERY = "cell-gallery"
+REPORT_BUTTON = "report-button"
+REPORT_STATUS = "report-status"
+
+
 def all_ids() -> list[str]:
     """Every plain string id defined here (pattern types excluded)."""
     return [

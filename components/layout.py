@@ -141,6 +141,27 @@ def appearance_controls() -> html.Section:
     )
 
 
+def overlay_controls() -> html.Section:
+    return _section(
+        "Overlays",
+        dcc.Checklist(
+            id=ids.OVERLAYS,
+            options=[
+                {"label": "class centroids", "value": "centroids"},
+                {"label": "spread ellipses (2σ)", "value": "ellipses"},
+                {"label": "colour by projection trust", "value": "trust"},
+            ],
+            value=[],
+            className="checklist",
+        ),
+        html.Div(
+            "Trust: the share of each point's 10 latent neighbours that stay its neighbours "
+            "on the map (k-NN recall).",
+            className="field-hint",
+        ),
+    )
+
+
 def neighbour_controls() -> html.Section:
     return _section(
         "Nearest neighbours",
@@ -247,13 +268,154 @@ def data_panel() -> html.Details:
 
 def sidebar() -> html.Aside:
     return html.Aside(
-        [projection_controls(), appearance_controls(), neighbour_controls(), data_panel()],
+        [
+            projection_controls(),
+            appearance_controls(),
+            overlay_controls(),
+            neighbour_controls(),
+            data_panel(),
+        ],
         className="sidebar",
     )
 
 
-def map_panel() -> html.Main:
-    return html.Main(
+def tabs() -> html.Div:
+    return html.Div(
+        [
+            dcc.RadioItems(
+                id=ids.TAB,
+                options=[
+                    {"label": "Map", "value": "map"},
+                    {"label": "Layers side by side", "value": "layers"},
+                    {"label": "Diagnostics", "value": "diag"},
+                ],
+                value="map",
+                className="tabs",
+                inputClassName="segmented-input",
+                labelClassName="tab-label",
+            ),
+            html.Div(
+                [
+                    html.Span(id=ids.TASKS_LABEL, className="reduce-label"),
+                    html.Progress(id=ids.TASKS_PROGRESS, value="0", max="100"),
+                    html.Button("Cancel", id=ids.TASKS_CANCEL, className="btn btn-small"),
+                ],
+                id=ids.TASKS_BOX,
+                className="tasks-box",
+                style=HIDDEN,
+            ),
+        ],
+        className="tabbar",
+    )
+
+
+def layers_panel() -> html.Div:
+    return html.Div(
+        [
+            html.Div(
+                [
+                    _field(
+                        "Layers (2–4)",
+                        dcc.Dropdown(id=ids.LAYERS_PICK, multi=True, placeholder="layers"),
+                    ),
+                    _field(
+                        "Alignment",
+                        dcc.RadioItems(
+                            id=ids.ALIGN,
+                            options=[
+                                {
+                                    "label": "rotate / scale onto the map's layer",
+                                    "value": "procrustes",
+                                },
+                                {"label": "shared initialisation (t-SNE, UMAP)", "value": "init"},
+                            ],
+                            value="procrustes",
+                            className="inline-radio",
+                        ),
+                    ),
+                ],
+                className="panel-controls",
+            ),
+            html.Div(
+                "Same projection for every layer, aligned to the map's layer; hover or select "
+                "in one view to highlight the same items in the others.",
+                className="field-hint",
+            ),
+            html.Div(id=ids.LAYERS_NOTICE),
+            html.Div(id=ids.LAYERS_GRID, className="layers-grid"),
+        ],
+        id=ids.LAYERS_PANEL,
+        className="tab-panel",
+        style=HIDDEN,
+    )
+
+
+def diag_panel() -> html.Div:
+    return html.Div(
+        [
+            html.Div(
+                [
+                    _field("True labels", dcc.Dropdown(id=ids.TRUE_COL, placeholder="none")),
+                    _field("Predictions", dcc.Dropdown(id=ids.PRED_COL, placeholder="none")),
+                    _field(
+                        "Matrix",
+                        dcc.Checklist(
+                            id=ids.CNORM,
+                            options=[{"label": "normalise rows", "value": "1"}],
+                            value=["1"],
+                            className="checklist",
+                        ),
+                    ),
+                    _field(
+                        "Centroid distance",
+                        dcc.RadioItems(
+                            id=ids.DMETRIC,
+                            options=[
+                                {"label": "cosine", "value": "cosine"},
+                                {"label": "euclidean", "value": "euclidean"},
+                            ],
+                            value="cosine",
+                            className="inline-radio",
+                        ),
+                    ),
+                    html.Div(
+                        [
+                            html.Button("Write report", id=ids.REPORT_BUTTON, className="btn"),
+                            html.Div(id=ids.REPORT_STATUS, className="muted"),
+                        ],
+                        className="report-box",
+                    ),
+                ],
+                className="panel-controls",
+            ),
+            html.Div(id=ids.DIAG_NOTICE),
+            html.Div(id=ids.DIAG_TABLE, className="diag-table"),
+            html.Div(
+                [
+                    dcc.Graph(
+                        id=ids.CONF_GRAPH,
+                        figure=empty_figure(""),
+                        config={"displaylogo": False},
+                        className="diag-graph",
+                    ),
+                    dcc.Graph(
+                        id=ids.CVD_GRAPH,
+                        figure=empty_figure(""),
+                        config={"displaylogo": False},
+                        className="diag-graph",
+                    ),
+                ],
+                className="diag-graphs",
+            ),
+        ],
+        id=ids.DIAG_PANEL,
+        className="tab-panel",
+        style=HIDDEN,
+    )
+
+
+def map_view() -> html.Div:
+    return html.Div(
         [
             html.Div(id=ids.MAP_NOTICE, className="map-notices"),
             html.Div(
@@ -276,6 +438,14 @@ def map_panel() -> html.Main:
             ),
             dcc.Tooltip(id=ids.TOOLTIP, direction="right", className="map-tooltip"),
         ],
+        id=ids.MAP_PANEL,
+        className="tab-panel map-view",
+    )
+
+
+def main_panel() -> html.Main:
+    return html.Main(
+        [tabs(), map_view(), layers_panel(), diag_panel()],
         className="map-panel",
     )
 
@@ -293,6 +463,16 @@ def gallery_panel() -> html.Aside:
                 id=ids.GALLERY,
                 className="gallery",
             ),
+            html.Div(
+                [
+                    html.H3("Confused items", id=ids.CELL_TITLE),
+                    html.Button("×", id=ids.CELL_CLEAR, className="btn-icon", title="clear"),
+                ],
+                id=ids.CELL_HEADER,
+                className="row-between",
+                style=HIDDEN,
+            ),
+            html.Div(id=ids.CELL_GALLERY, className="gallery"),
             html.H3("Selection", id=ids.SELECTION_TITLE, style=HIDDEN),
             html.Div(id=ids.SELECTION, className="gallery"),
         ],
@@ -313,6 +493,10 @@ def stores() -> html.Div:
             dcc.Store(id=ids.REDUCE_REQUEST),
             dcc.Store(id=ids.REDUCE_DONE),
             dcc.Store(id=ids.DATASETS_VERSION, data=0),
+            dcc.Store(id=ids.DIAG_SPEC),
+            dcc.Store(id=ids.CELL),
+            dcc.Store(id=ids.TASKS_REQUEST),
+            dcc.Store(id=ids.TASKS_DONE),
         ]
     )
 
@@ -324,7 +508,7 @@ def build_layout() -> html.Div:
             header(),
             html.Div(id=ids.URL_NOTICE, className="url-notices"),
             html.Div(id=ids.GLOBAL_NOTICE),
-            html.Div([sidebar(), map_panel(), gallery_panel()], className="workspace"),
+            html.Div([sidebar(), main_panel(), gallery_panel()], className="workspace"),
         ],
         className="app",
     )

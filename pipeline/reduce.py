@@ -181,9 +181,16 @@ def _is_degenerate(X: np.ndarray, metric: str) -> bool:
     return bool(np.ptp(X, axis=0).max() == 0.0)
 
 
-def _tsne(X: np.ndarray, params: dict, seed: int, progress: Progress | None) -> np.ndarray:
+def _tsne(
+    X: np.ndarray,
+    params: dict,
+    seed: int,
+    progress: Progress | None,
+    init: np.ndarray | None = None,
+) -> np.ndarray:
     from latentmap.pipeline.neighbors import normalize_rows
     from openTSNE import TSNE
+    from openTSNE.initialization import rescale
 
     n_jobs = os.cpu_count() or 1
     # Cosine geometry as Euclidean distance between unit vectors (sqrt(2 - 2 cos), what Annoy's
@@ -200,7 +207,13 @@ def _tsne(X: np.ndarray, params: dict, seed: int, progress: Progress | None) -> 
         random_state=seed,
     )
     _report(progress, 0.02, f"t-SNE: finding neighbours of {len(X):,} points")
-    emb = tsne.prepare_initial(U)
+    if init is None:
+        emb = tsne.prepare_initial(U)
+    else:
+        # openTSNE wants a given start layout small (std 1e-4 along the first axis), as its own
+        # PCA initialisation is; the layout's shape is kept, only its scale changes.
+        start = rescale(np.asarray(init, dtype=np.float64), target_std=1e-4)
+        emb = tsne.prepare_initial(U, initialization=start)
     phases = [
         (tsne.early_exaggeration_iter, tsne.early_exaggeration, tsne.initial_momentum, "early"),
         (tsne.n_iter, tsne.exaggeration, tsne.final_momentum, "main"),
@@ -251,7 +264,12 @@ def _umap_knn(knn: tuple[np.ndarray, np.ndarray], n: int, n_neighbors: int):
 
 
 def _umap(
-    X: np.ndarray, params: dict, seed: int, knn, progress: Progress | None
+    X: np.ndarray,
+    params: dict,
+    seed: int,
+    knn,
+    progress: Progress | None,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
     import warnings
 
@@ -265,6 +283,14 @@ def _umap(
             reused = True
         else:
             log.info("knn graph has too few neighbours for n_neighbors; UMAP computes its own")
+    if init is not None:
+        # umap-learn scales its own spectral / PCA start so that the largest coordinate is 10
+        # (umap_.noisy_scale_coords); a given layout is centred and scaled the same way, one
+        # factor for both axes so that its shape is kept.
+        start = np.asarray(init, dtype=np.float64)
+        start = start - start.mean(axis=0)
+        start = (start * (10.0 / np.abs(start).max())).astype(np.float32)
+        kw["init"] = start
     _report(progress, 0.05, "UMAP: loading (first use compiles with numba, ~30 s)")
     import umap
 
@@ -293,12 +319,16 @@ def reduce(
     seed: int = 0,
     knn: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Progress | None = None,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Project the (N, D) rows of X (all finite) to 2-D.
 
-    Returns (coords (N, 2) float32, info {"params", "notices", "seconds"}). ``knn`` is an
-    optional (idx, sims) pair from ``neighbors.cosine_knn(X, k)`` that UMAP with the cosine
-    metric reuses instead of searching neighbours again.
+    Returns (coords (N, 2) float32, info {"params", "notices", "seconds", "ran"}; ``ran`` is
+    the method actually run, "pca" when t-SNE/UMAP fell back). ``knn`` is an optional
+    (idx, sims) pair from ``neighbors.cosine_knn(X, k)`` that UMAP with the cosine metric
+    reuses instead of searching neighbours again. ``init`` is an optional (N, 2) start layout
+    for t-SNE / UMAP (e.g. the map of another layer); it is rescaled as each library expects
+    and ignored by PCA. A layout with no spread is not used (a notice says so).
     """
     t0 = time.perf_counter()
     method = _check_method(method)
@@ -314,7 +344,6 @@ def reduce(
     n = len(X)
     used, notices = normalize_params(method, params, n)
     _report(progress, 0.0, f"{_LABELS[method]} of {n:,} points")
-
     run = method
     if method != "pca" and n >= 2:
         metric = used.get("metric", "cosine")
@@ -332,6 +361,20 @@ def reduce(
             )
             run = "pca"
 
+    if init is not None:
+        init = np.asarray(init, dtype=np.float64)
+        if init.shape != (n, 2):
+            raise ReduceError(
+                f"init must be an ({n}, 2) array of start positions, got shape {init.shape}"
+            )
+        if not np.isfinite(init).all():
+            raise ReduceError("init contains NaN/Inf: give every row a finite start position")
+        if run == "pca" or n < 2:
+            init = None  # PCA has no start layout
+        elif np.ptp(init, axis=0).min() == 0.0:
+            notices.append("the start layout has no spread along an axis: not used")
+            init = None
+
     if n == 0:
         coords = np.zeros((0, 2), np.float32)
     elif n == 1:
@@ -339,9 +382,9 @@ def reduce(
     elif run == "pca":
         coords = _pca(X, seed)
     elif run == "tsne":
-        coords = _tsne(X, used, seed, progress)
+        coords = _tsne(X, used, seed, progress, init=init)
     else:
-        coords, reused = _umap(X, used, seed, knn, progress)
+        coords, reused = _umap(X, used, seed, knn, progress, init=init)
         if reused:
             log.info("UMAP reused the precomputed cosine kNN graph")
     if not np.isfinite(coords).all():
@@ -349,17 +392,28 @@ def reduce(
     seconds = time.perf_counter() - t0
     _report(progress, 1.0, f"{_LABELS[method]} done in {seconds:.1f} s")
     log.info("%s of %d x %d: %.2f s", method, n, X.shape[1] if X.ndim == 2 else 0, seconds)
-    return coords, {"params": used, "notices": notices, "seconds": seconds}
+    info = {"params": used, "notices": notices, "seconds": seconds, "ran": run if n >= 2 else "pca"}
+    return coords, info
 
 
 # --------------------------------------------------------------------------- cached, per layer
 
 
 def projection_key(
-    ds_id: str, layer: str, method: str, params: dict[str, Any] | None, seed: int
+    ds_id: str,
+    layer: str,
+    method: str,
+    params: dict[str, Any] | None,
+    seed: int,
+    *,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
-    """Cache key of a projection (pass normalised params so equal requests share a key)."""
-    return {
+    """Cache key of a projection (pass normalised params so equal requests share a key).
+
+    ``init_from`` (t-SNE / UMAP started from another layer's map) adds an ``init`` entry;
+    without it the key is exactly what it always was, so existing caches stay valid.
+    """
+    key = {
         "kind": "projection",
         "version": PROJECTION_VERSION,
         "dataset": ds_id,
@@ -368,12 +422,55 @@ def projection_key(
         "params": dict(params or {}),
         "seed": int(seed),
     }
+    if init_from is not None and key["method"] != "pca" and init_from != layer:
+        key["init"] = init_from
+    return key
 
 
 def _valid_count(store: Store, ds_id: str, layer: str) -> tuple[np.ndarray, int]:
     store.vectors(ds_id, layer)  # raises a clear StoreError for an unknown layer
     valid = store.valid_mask(ds_id, layer)
     return valid, int(valid.sum())
+
+
+def _init_layer(
+    store: Store, ds_id: str, layer: str, method: str, init_from: str | None
+) -> str | None:
+    """The layer whose map starts this one, or None (not asked, PCA, or the layer itself)."""
+    if init_from is None:
+        return None
+    if not isinstance(init_from, str):
+        raise ReduceError(f"init_from must be a layer name, got {init_from!r}")
+    layers = store.layers(ds_id)
+    if init_from not in layers:
+        raise ReduceError(
+            f"cannot start from layer {init_from!r}: dataset {ds_id} has no such layer "
+            f"(it has: {', '.join(layers)})"
+        )
+    if method == "pca" or init_from == layer:
+        return None
+    return init_from
+
+
+def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress | None:
+    if progress is None:
+        return None
+
+    def report(f: float, msg: str) -> None:
+        _report(progress, lo + (hi - lo) * f, msg)
+
+    return report
+
+
+def start_layout(ref_coords: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+    """(len(rows), 2) start positions from a reference map: each row at its reference
+    position, rows without one (NaN there) at the mean of the others. None if none has one."""
+    start = np.asarray(ref_coords, dtype=np.float64)[rows]
+    ok = np.isfinite(start).all(axis=1)
+    if not ok.any():
+        return None
+    start[~ok] = start[ok].mean(axis=0)
+    return start
 
 
 def cached_projection(
@@ -383,11 +480,15 @@ def cached_projection(
     method: str,
     params: dict[str, Any] | None = None,
     seed: int = 0,
+    *,
+    init_from: str | None = None,
 ) -> Entry | None:
     """The stored projection for these inputs, or None. Never computes."""
     _, n_valid = _valid_count(store, ds_id, layer)
+    method = _check_method(method)
     used, _ = normalize_params(method, params, n_valid)
-    return store.lookup(projection_key(ds_id, layer, method, used, seed))
+    init_from = _init_layer(store, ds_id, layer, method, init_from)
+    return store.lookup(projection_key(ds_id, layer, method, used, seed, init_from=init_from))
 
 
 def projection(
@@ -399,17 +500,26 @@ def projection(
     *,
     seed: int = 0,
     progress: Progress | None = None,
+    init_from: str | None = None,
 ) -> Entry:
     """Read-through cached 2-D projection of a layer.
 
     Arrays: ``coords`` (N, 2) float32 in dataset row order, NaN for rows with NaN/Inf
-    latents. Info: ``params`` used, ``notices``, ``seconds``, ``method``. UMAP with the cosine
-    metric on up to ``EXACT_KNN_MAX`` points builds (or reuses) ``neighbors.knn_graph``.
+    latents. Info: ``params`` used, ``notices``, ``seconds``, ``method``, ``ran`` (the method
+    actually run: "pca" when t-SNE/UMAP fell back; absent in entries made before it existed)
+    and ``init_from``. UMAP with the cosine metric on up to ``EXACT_KNN_MAX`` points builds
+    (or reuses) ``neighbors.knn_graph``.
+
+    ``init_from`` (t-SNE / UMAP only; ignored for PCA and when it is ``layer`` itself) starts
+    the layout from the same method's map of another layer (same params and seed, computed
+    first if missing), so that maps of successive layers are comparable: rows valid in both
+    start at the reference position, the others at the mean of the reference.
     """
     method = _check_method(method)
     valid, n_valid = _valid_count(store, ds_id, layer)
     used, clamp_notices = normalize_params(method, params, n_valid)
-    key = projection_key(ds_id, layer, method, used, seed)
+    init_from = _init_layer(store, ds_id, layer, method, init_from)
+    key = projection_key(ds_id, layer, method, used, seed, init_from=init_from)
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         t0 = time.perf_counter()
@@ -419,9 +529,35 @@ def projection(
                 f"no item of layer {layer} has finite latents ({n_all} items, all NaN/Inf)"
             )
         rows = np.flatnonzero(valid)
+        init = None
+        init_notices: list[str] = []
+        main = progress
+        if init_from is not None:
+            ref = projection(
+                store,
+                ds_id,
+                init_from,
+                method,
+                params,
+                seed=seed,
+                progress=_scaled(progress, 0.0, 0.4),
+            )
+            main = _scaled(progress, 0.4, 1.0)
+            init = start_layout(ref["coords"], rows)
+            label = f"{_LABELS[method]} map of layer {init_from}"
+            if init is None:
+                init_notices.append(f"the {label} has no finite point: not used as start")
+            else:
+                init_notices.append(f"started from the {label}")
+                n_new = int((~np.isfinite(ref["coords"][rows]).all(axis=1)).sum())
+                if n_new:
+                    init_notices.append(
+                        f"{n_new} item{'s' if n_new != 1 else ''} not on that map started "
+                        "at its centre"
+                    )
         X = np.asarray(store.vectors(ds_id, layer)[rows], dtype=np.float32)
         knn = None
-        sub = progress
+        sub = main
         if (
             method == "umap"
             and used["metric"] == "cosine"
@@ -429,21 +565,18 @@ def projection(
         ):
             from latentmap.pipeline.neighbors import knn_graph
 
-            def knn_progress(f: float, msg: str) -> None:
-                _report(progress, 0.2 * f, msg)
-
-            g = knn_graph(store, ds_id, layer, k=used["n_neighbors"], progress=knn_progress)
+            g = knn_graph(
+                store, ds_id, layer, k=used["n_neighbors"], progress=_scaled(main, 0.0, 0.2)
+            )
             pos = np.full(n_all, -1, dtype=np.int64)
             pos[rows] = np.arange(n_valid)
             knn = (pos[g["idx"][rows]], g["sims"][rows])
+            sub = _scaled(main, 0.2, 1.0)
 
-            def sub(f: float, msg: str) -> None:
-                _report(progress, 0.2 + 0.8 * f, msg)
-
-        coords_valid, info = reduce(X, method, used, seed=seed, knn=knn, progress=sub)
+        coords_valid, info = reduce(X, method, used, seed=seed, knn=knn, progress=sub, init=init)
         coords = np.full((n_all, 2), np.nan, dtype=np.float32)
         coords[rows] = coords_valid
-        notices = clamp_notices + list(info["notices"])
+        notices = clamp_notices + init_notices + list(info["notices"])
         n_bad = n_all - n_valid
         if n_bad:
             notices.append(
@@ -455,6 +588,8 @@ def projection(
             "notices": notices,
             "seconds": time.perf_counter() - t0,
             "method": method,
+            "ran": info["ran"],
+            "init_from": init_from,
         }
         return {"coords": coords}, out_info
 

@@ -54,6 +54,14 @@ class CorruptEntry(StoreError):
     pass
 
 
+class NotCached(LookupError):
+    """Raised by a ``cached_only()`` store on a miss: the result needs a background job."""
+
+    def __init__(self, key: dict[str, Any]):
+        super().__init__(f"not computed yet: {key.get('kind', 'entry')}")
+        self.key = key
+
+
 # --------------------------------------------------------------------------- keys and hashing
 
 
@@ -198,8 +206,14 @@ class DatasetInfo:
 class Store:
     """All reads and writes of the cache go through here. Cheap to construct."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, compute: bool = True):
         self.root = Path(root).expanduser().resolve()
+        self.compute = compute
+
+    def cached_only(self) -> Store:
+        """A view of the same cache whose ``get_or_compute`` raises ``NotCached`` on a miss
+        instead of computing: what request handlers use to draw only what is ready."""
+        return Store(self.root, compute=False)
 
     # ----- datasets
     def dataset_dir(self, ds_id: str) -> Path:
@@ -388,6 +402,8 @@ class Store:
         hit = self.lookup(key)
         if hit is not None:
             return hit
+        if not self.compute:
+            raise NotCached(key)
         npz, _ = self.entry_paths(key)
         with file_lock(npz.with_suffix(".lock")):
             hit = self.lookup(key)

@@ -49,6 +49,16 @@ def test_round_trip(ds_store):
         11,
         5,
         (-1.5, 2.0, 0.0, 3.25),
+        tab="diag",
+        overlays=("centroids", "trust"),
+        layers=("z",),
+        align="init",
+        true_col="split",
+        pred_col="label",
+        cnorm=False,
+        dmetric="euclidean",
+        cell=("c 1", "c&2"),
+        centroid_col="label",
     )
     query = to_query(view)
     raw, notices = parse_query(query)
@@ -57,6 +67,31 @@ def test_round_trip(ds_store):
     assert back == view
     assert to_query(back) == query
     assert resolve_view(store, raw_from_view(view))[0] == view
+
+
+def test_diagnostic_fields_fall_back_with_notices(ds_store):
+    store, ds = ds_store
+    raw, _ = parse_query(
+        f"?ds={ds}&tab=nope&ov=centroids&ov=bogus&layers=zz&align=x&true=missing&dmetric=l1&ct=a"
+    )
+    view, notices = resolve_view(store, raw)
+    assert view.tab == "map" and view.overlays == ("centroids",)
+    assert view.layers == tuple(store.layers(ds))  # unknown layer: the default set
+    assert view.align == "procrustes" and view.dmetric == "cosine"
+    assert view.true_col == "label" and view.cell is None
+    text = " ".join(notices)
+    for word in ("tab", "bogus", "zz", "alignment", "missing", "distance", "cell"):
+        assert word in text, word
+    # defaults are left out of the link
+    plain, _ = resolve_view(store, {"ds": ds})
+    q = to_query(plain)
+    assert "tab=" not in q and "layers=" not in q and "true=" not in q
+
+
+def test_centroids_follow_a_categorical_colour_else_the_labels(ds_store):
+    store, ds = ds_store
+    assert resolve_view(store, {"ds": ds, "color": "split"})[0].centroid_col == "split"
+    assert resolve_view(store, {"ds": ds, "color": "none"})[0].centroid_col == "label"
 
 
 def test_defaults_without_query(ds_store):
