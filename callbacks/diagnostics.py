@@ -112,8 +112,8 @@ def panel(store, diag: dict | None, done: dict | None):
     true, pred = diag.get("true_col"), diag.get("pred_col")
     if not true:
         msg = (
-            "Choose the column with the true labels above (this dataset has no 'label' column). "
-            "Labels come from the folder names, or from a labels table given at encode time."
+            "Choose the column with the true labels above. Labels come from the folder names "
+            "(one sub-folder per class), or from a labels table given at encode time."
         )
         return notice(msg, "warning"), None, empty_figure("No true labels"), empty_figure("")
     notes: list[str] = []

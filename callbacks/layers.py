@@ -148,7 +148,7 @@ def grid(store, spec: dict | None, diag: dict | None, done: dict | None):
         else:
             coords, info = got
             fig = layer_figure(store, spec, diag, layer, coords, first=(i == 0))
-            notes += [f"{layer}: {n}" for n in info["notices"]]
+            notes += [f"{layer}: {n}" for n in info["notices"] if "started from" not in n]
         cells.append(
             html.Div(
                 [

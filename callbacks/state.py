@@ -430,9 +430,9 @@ def _resolve_diagnostics(
         chosen = chosen or default_layers
     align = _choice(raw, "align", ALIGN_MODES, "alignment", notices)
 
-    categorical = [c for c, v in cols.items() if v["kind"] == "categorical"]
-    default_true = next((c for c in ("label", "class", "target", "y") if c in categorical), None)
-    default_pred = next((c for c in ("pred", "prediction", "predicted") if c in categorical), None)
+    # class labels may be many integers (a "continuous" column for colouring): any kind will do
+    default_true = next((c for c in ("label", "class", "target", "y") if c in cols), None)
+    default_pred = next((c for c in ("pred", "prediction", "predicted") if c in cols), None)
 
     true_col = _column(raw, "true", cols, default_true, "for the true labels", notices, quiet)
     pred_col = _column(raw, "pred", cols, default_pred, "for the predictions", notices, quiet)

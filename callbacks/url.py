@@ -99,8 +99,8 @@ def options(store, view: View) -> dict[str, list]:
         out[ids.FILTER_VALUES] = cols[view.filter_col]["values"][:2000]
     out[ids.HOVER_COLS] = names
     out[ids.LAYERS_PICK] = out[ids.LAYER]
-    out[ids.TRUE_COL] = out[ids.FILTER_COL]
-    out[ids.PRED_COL] = out[ids.FILTER_COL]
+    out[ids.TRUE_COL] = names
+    out[ids.PRED_COL] = names
     return out
 
 

@@ -167,3 +167,70 @@ def test_failed_task_is_not_requested_again(env):
     assert tasks.task_error(done, t) == "boom"
     fig, _, _, note, _ = scatter.render(store, spec, None, None, None, None, None, None, diag, done)
     assert "could not be computed: boom" in str(note)
+
+
+def test_bad_inputs_200_classes_singletons_integer_labels_constant_layer(tmp_path):
+    """200 classes (one with a single member), integer labels vs string predictions, and a
+    layer whose output is constant: every panel draws and explains, nothing raises."""
+    from latentmap.components.figures import MAX_CATEGORIES
+
+    store = Store(tmp_path / "cache")
+    rng = np.random.default_rng(1)
+    n = 1201
+    labels = np.arange(n) % 200
+    labels[-1] = 200  # class 200 has one member
+    z = (rng.normal(0, 1, (201, 16))[labels] + rng.normal(0, 0.3, (n, 16))).astype(np.float32)
+    pred = np.where(rng.random(n) < 0.8, labels, (labels + 1) % 201).astype(str)  # strings
+    meta = pd.DataFrame({"label": labels, "pred": pred})  # integers vs strings
+    const = np.ones((n, 4), np.float32)
+    ds = write_dataset(store, name="many", vectors={"z": z, "dead": const}, metadata=meta)
+    spec, diag = specs(store, f"?ds={ds}&layer=z&method=pca&tab=diag&ov=centroids")
+    done = run_all(store, spec, diag)
+    assert done is None or done["errors"] == []
+    note, table, heat, cvd = diagnostics.panel(store, diag, done)
+    z_heat = np.asarray(heat["data"][0]["z"], dtype=float)
+    assert z_heat.shape == (201, 201)
+    assert abs(np.diag(z_heat).mean() - 0.8) < 0.1  # 3 == "3": the diagonal is filled
+    assert "text" not in heat["data"][0] or not heat["data"][0].get("texttemplate")
+    rows = {tr.children[0].children: tr for tr in table.children[1].children}
+    assert "same vector" in str(rows["dead"]) or "–" in str(rows["dead"])
+    # the map with centroids: legend capped, the singleton's centroid drawn, a note about it
+    projection(store, ds, "z", "pca")
+    fig, _, _, note, _ = scatter.render(store, spec, None, None, None, None, None, None, diag, done)
+    legend = [t for t in fig["data"] if t.get("type") == "scattergl" and t.get("showlegend")]
+    assert len(legend) <= MAX_CATEGORIES
+    cent = next(t for t in fig["data"] if t.get("mode") == "markers+text")
+    assert "200" in cent["text"] and len(cent["text"]) == 201
+    # the constant layer: PCA map and diagnostics do not crash
+    spec2, diag2 = specs(store, f"?ds={ds}&layer=dead&method=pca&tab=diag&ov=centroids&ov=trust")
+    done2 = run_all(store, spec2, diag2)
+    projection(store, ds, "dead", "pca")
+    fig2, _, _, note2, _ = scatter.render(
+        store, spec2, None, None, None, None, None, None, diag2, done2
+    )
+    assert fig2["data"]
+    diagnostics.panel(store, diag2, done2)
+
+
+@pytest.mark.slow
+def test_report_button_writes_a_zip_served_by_its_route(demo):
+    import io
+    import zipfile
+
+    from latentmap.app import create_app
+    from latentmap.settings import Settings
+
+    store, ds = demo
+    _, diag = specs(store, f"?ds={ds}&tab=diag&layers=head")
+    messages = []
+    name, notes = diagnostics.write_report_zip(store, diag, messages.append)
+    assert diagnostics.REPORT_NAME.match(name) and messages
+    client = create_app(Settings(cache_dir=store.root)).server.test_client()
+    resp = client.get(f"/reports/{ds}/{name}")
+    assert resp.status_code == 200
+    files = set(zipfile.ZipFile(io.BytesIO(resp.data)).namelist())
+    assert {"report.html", "latent_head.png", "confusion_vs_distance.png"} <= files
+    for bad in (f"/reports/{ds}/x.zip", f"/reports/{ds}/report.html", "/reports/a.b/x.zip"):
+        assert client.get(bad).status_code == 404, bad
+    sneaky = client.get(f"/reports/{ds}/../../etc/passwd")  # normalised to /etc/passwd
+    assert b"root:" not in sneaky.data and sneaky.mimetype != "application/zip"
