@@ -18,6 +18,7 @@ from latentmap.callbacks import (
     layers,
     neighbors,
     reduction,
+    sampling,
     scatter,
     tasks,
     url,
@@ -106,7 +107,17 @@ def create_app(settings: Settings | None = None, *, celery_app=None) -> Dash:
     app.layout = build_layout()
     app.server.config["LATENTMAP_SETTINGS"] = settings
     register_routes(app, settings)
-    for module in (url, scatter, neighbors, reduction, datasets, tasks, layers, diagnostics):
+    for module in (
+        url,
+        scatter,
+        neighbors,
+        reduction,
+        datasets,
+        tasks,
+        layers,
+        diagnostics,
+        sampling,
+    ):
         module.register(app, settings)
     return app
 

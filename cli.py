@@ -24,6 +24,15 @@ examples:
 """
 
 
+EXAMPLES_SAMPLE = """
+examples:
+  latentmap sample digits-demo --n 20 --out samples.html
+  latentmap sample digits-demo --layer encoder --dist gmm --k 5 --seed 3 --out samples.png
+  latentmap sample digits-demo --region label=3 --decoder decoder.pt --out threes.html
+  latentmap sample ID --decoder my_models.py:Decoder --decoder-checkpoint dec.pt --out s.html
+"""
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(x) for x in text.split(",") if x.strip())
@@ -176,6 +185,41 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--pred", dest="pred_col", metavar="COL", help="predictions column (default: pred)"
     )
+
+    sm = sub.add_parser(
+        "sample",
+        help="draw random latents, show the nearest real items (and decoded images)",
+        description=(
+            "Draw N random latents from a distribution fitted to a layer (or to a region of "
+            "it), find the real item nearest to each by cosine similarity, and write a gallery "
+            "with what the hits reveal next to N truly random items."
+        ),
+        epilog=EXAMPLES_SAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sm.add_argument("dataset", help="dataset id or name (see `latentmap list`)")
+    sm.add_argument("--n", default="20", metavar="N", help="number of samples (default 20)")
+    sm.add_argument("--layer", help="layer (default: the dataset's default layer)")
+    sm.add_argument(
+        "--dist", default="full", metavar="full|diag|gmm", help="distribution (default full)"
+    )
+    sm.add_argument("--k", default="3", metavar="K", help="mixture components for gmm (default 3)")
+    sm.add_argument(
+        "--region", metavar="COL=VALUE", help="fit to the items whose COL is VALUE, e.g. label=3"
+    )
+    sm.add_argument("--seed", default="0", metavar="S", help="random seed (default 0)")
+    sm.add_argument(
+        "--map",
+        default="pca",
+        metavar="pca|tsne|umap|none",
+        help="map the samples are drawn on in the HTML gallery (default pca)",
+    )
+    sm.add_argument("--decoder", metavar="SPEC", help="decoder.pt (TorchScript) or file.py:Class")
+    sm.add_argument(
+        "--decoder-checkpoint", metavar="PATH", help="state dict for a file.py:Class decoder"
+    )
+    sm.add_argument("--device", default="cpu", help="decoder device: cpu | cuda | auto")
+    sm.add_argument("--out", required=True, help="FILE.html (interactive) or FILE.png")
     return p
 
 
@@ -196,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "list": cmd_list,
             "export": cmd_export,
             "report": cmd_report,
+            "sample": cmd_sample,
         }
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -488,6 +533,489 @@ def cmd_report(args) -> int:
     for note in result.notes:
         print(f"note: {note}")
     return 0
+
+
+def _int_option(flag: str, text: str, lo: int) -> int:
+    try:
+        v = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{flag} must be a whole number, got {text!r}") from None
+    if v < lo:
+        raise ValueError(f"{flag} must be at least {lo}, got {v}")
+    return v
+
+
+def cmd_sample(args) -> int:
+    from latentmap.pipeline import sampling
+
+    store = _settings(args).store()
+    n = _int_option("--n", args.n, 1)
+    k = _int_option("--k", args.k, 1)
+    seed = _int_option("--seed", args.seed, 0)
+    out = Path(args.out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("html", "htm", "png"):
+        raise ValueError(f"--out must end in .html or .png, got {args.out!r}")
+    if args.dist not in sampling.DISTRIBUTIONS:
+        raise ValueError(f"--dist {args.dist!r}: use one of {', '.join(sampling.DISTRIBUTIONS)}")
+    method = args.map.strip().lower()
+    if method not in ("pca", "tsne", "umap", "none"):
+        raise ValueError(f"--map {args.map!r}: use pca, tsne, umap or none")
+    if args.decoder_checkpoint and not args.decoder:
+        raise ValueError("--decoder-checkpoint needs --decoder file.py:Class")
+    ds = _resolve_dataset(store, args.dataset)
+    m = store.manifest(ds)
+    layers = list(m.get("layers", {}))
+    layer = args.layer or m.get("default_layer") or layers[-1]
+    if layer not in layers:
+        raise ValueError(f"dataset {ds} has no layer {layer!r}; it has: {', '.join(layers)}")
+    region = None
+    if args.region is not None:
+        col, eq, value = args.region.partition("=")
+        if not eq or not col.strip():
+            raise ValueError(f"--region must be COL=VALUE (e.g. label=3), got {args.region!r}")
+        region = {"column": col.strip(), "value": value.strip()}
+    dim = int(m["layers"][layer]["dim"])
+    decoder = None
+    if args.decoder:
+        from latentmap.pipeline.decoders import check_decoder, load_decoder
+
+        decoder = load_decoder(args.decoder, args.decoder_checkpoint, device=args.device)
+        check_decoder(decoder, dim, layer=layer)  # before sampling: a mismatch fails fast
+    entry = sampling.sample_latents(
+        store, ds, layer, n=n, dist=args.dist, k=k, seed=seed, region=region
+    )
+    decoded = None
+    if decoder is not None:
+        from latentmap.pipeline.decoders import decode_images
+
+        decoded = decode_images(decoder, entry["latents"])
+    cards = sampling.gallery_items(store, ds, entry, decoded)
+    page = _SamplePage(store, ds, m, layer, entry, cards, decoder_spec=args.decoder)
+    if fmt == "png":
+        path = page.write_png(out)
+    else:
+        xy = coords = None
+        if method != "none":
+            from latentmap.pipeline.reduce import projection
+
+            coords = projection(store, ds, layer, method)["coords"]
+            xy = sampling.place_on_map(store, ds, layer, method, None, entry["latents"])
+        path = page.write_html(out, method, coords, xy)
+    info = entry.info
+    s, b = info["summary"], info["baseline"]
+    print(
+        f"{info['n']} samples of layer {layer} ({info['dist']}, seed {info['seed']}, fitted to "
+        f"{info['fit_rows']} items) hit {s['distinct']} distinct items, mean similarity "
+        f"{s['mean_similarity']:.3f}; {info['n']} random items: {b['distinct']} distinct, "
+        f"mean similarity to their nearest other item {b['mean_similarity']:.3f}"
+    )
+    if s["hubs"]:
+        hubs = ", ".join(f"row {r} x{c}" for r, c in s["hubs"][:5])
+        print(f"hubs (nearest to several samples): {hubs}")
+    for note in info.get("notes", []):
+        print(f"note: {note}")
+    print(f"wrote {path}")
+    return 0
+
+
+_SAMPLE_CSS = """
+.cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 8px 0 16px; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; text-align: center;
+        font-size: 12px; background: #fff; }
+.card.flash { outline: 3px solid #f08c00; }
+.card .imgs { display: flex; gap: 4px; justify-content: center; }
+.card img { width: 96px; height: 96px; image-rendering: pixelated; display: block;
+            background: #eee; }
+.card .cap { color: #666; font-size: 11px; }
+.card .num { font-weight: 600; }
+.hubs img { width: 64px; height: 64px; }
+.noimg { width: 96px; height: 96px; background: #eee; color: #999; font-size: 11px;
+         display: flex; align-items: center; justify-content: center; }
+"""
+
+_MAX_PNG_CARDS = 100
+
+
+def _data_uri(png: bytes | None) -> str:
+    import base64
+
+    if not png:
+        return ""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _img_html(png: bytes | None, alt: str) -> str:
+    if not png:
+        return '<div class="noimg">no image</div>'
+    return f'<img src="{_data_uri(png)}" alt="{alt}">'
+
+
+class _SamplePage:
+    """The gallery of a `sample_latents` entry as a standalone HTML page or a PNG."""
+
+    def __init__(self, store, ds, manifest, layer, entry, cards, *, decoder_spec=None):
+        self.store, self.ds, self.m, self.layer = store, ds, manifest, layer
+        self.entry, self.info, self.cards = entry, entry.info, cards
+        self.decoder_spec = decoder_spec
+        from latentmap.pipeline.sampling import _labels_of
+
+        self.labels = _labels_of(store, ds)
+
+    # ----- shared text
+    def title(self) -> str:
+        return f"Latent samples: {self.m.get('name', self.ds)} / {self.layer}"
+
+    def params_text(self) -> str:
+        i = self.info
+        region = i["region"]
+        where = "the whole layer"
+        if region and "column" in region:
+            where = f"{region['column']} = {region['value']}"
+        elif region:
+            where = f"a selection of {len(region['rows'])} items"
+        dist = {"full": "Gaussian, full covariance", "diag": "Gaussian, diagonal"}.get(
+            i["dist"], f"mixture of {i['components']} Gaussians"
+        )
+        shrink = f", Ledoit-Wolf shrinkage {i['shrinkage']:.3g}" if i.get("shrinkage") else ""
+        return (
+            f"{i['n']} random latents of layer {self.layer} ({i['dim']}-d) from a {dist}{shrink} "
+            f"fitted to {i['fit_rows']} items of {where}; seed {i['seed']}. Each is shown with "
+            "the real item nearest to it by cosine similarity."
+        )
+
+    def label_of(self, row: int) -> str:
+        return "" if self.labels is None else str(self.labels[int(row)])
+
+    # ----- HTML
+    def _card_html(self, c: dict) -> str:
+        import html
+
+        imgs = []
+        if self.decoder_spec:
+            imgs.append(
+                f'<div>{_img_html(c["decoded"], "decoded")}<div class="cap">decoded</div></div>'
+            )
+        nearest = _img_html(c["thumbnail"], "row {}".format(c["row"]))
+        imgs.append(f'<div>{nearest}<div class="cap">nearest</div></div>')
+        label = f" &middot; {html.escape(c['label'])}" if c["label"] is not None else ""
+        return (
+            f'<div class="card" id="sample-{c["sample"]}"><div class="num">#{c["sample"]}</div>'
+            f'<div class="imgs">{"".join(imgs)}</div>'
+            f"<div>sim {c['similarity']:.3f}{label}</div>"
+            f'<div class="cap">row {c["row"]}</div></div>'
+        )
+
+    def _baseline_html(self) -> str:
+        import html
+
+        from latentmap.pipeline.sampling import thumbnail_bytes
+
+        b = self.info["baseline"]
+        parts = []
+        for j, (r, s) in enumerate(zip(b["rows"], b["nearest_other_sims"], strict=True)):
+            lab = self.label_of(r)
+            sim = f"nn sim {s:.3f}" if s is not None and s == s else ""
+            parts.append(
+                f'<div class="card"><div class="num">random {j + 1}</div>'
+                f"{_img_html(thumbnail_bytes(self.store, self.ds, r), f'row {r}')}"
+                f"<div>{html.escape(lab)}</div><div class='cap'>row {r} {sim}</div></div>"
+            )
+        return '<div class="cards">' + "".join(parts) + "</div>"
+
+    def _summary_html(self) -> str:
+        import html
+
+        from latentmap.pipeline.sampling import thumbnail_bytes
+
+        s, b = self.info["summary"], self.info["baseline"]
+        rows = [
+            ("items", s["n_samples"], b["n_samples"]),
+            ("distinct items hit", s["distinct"], b["distinct"]),
+            ("items nearest to 2+ samples (hubs)", len(s["hubs"]), len(b["hubs"])),
+            ("samples landing on a hub", s["hub_hits"], b["hub_hits"]),
+            (
+                "mean cosine similarity",
+                f"{s['mean_similarity']:.3f} (sample to nearest item)",
+                f"{b['mean_similarity']:.3f} (item to nearest other item)",
+            ),
+        ]
+        out = [
+            "<h2>What the samples reveal</h2>",
+            "<table><tr><th></th><th>samples</th><th>random items (baseline)</th></tr>",
+        ]
+        out += [f"<tr><td>{a}</td><td>{x}</td><td>{y}</td></tr>" for a, x, y in rows]
+        out.append("</table>")
+        if s["hubs"]:
+            out.append("<p>Hubs: items nearest to several samples.</p><div class='cards hubs'>")
+            for r, cnt in s["hubs"]:
+                img = _img_html(thumbnail_bytes(self.store, self.ds, r), f"row {r}")
+                out.append(
+                    f'<div class="card">{img}<div>x{cnt}</div>'
+                    f"<div class='cap'>row {r} {html.escape(self.label_of(r))}</div></div>"
+                )
+            out.append("</div>")
+        if "labels" in s:
+            out.append(
+                "<table><tr><th>label</th><th>hits by samples</th><th>share</th>"
+                "<th>random items</th><th>share of the data</th></tr>"
+            )
+            for c, v in s["labels"].items():
+                bv = b.get("labels", {}).get(c, {"hits": 0})
+                out.append(
+                    f"<tr><td>{html.escape(c)}</td><td>{v['hits']}</td>"
+                    f"<td>{v['hit_share']:.0%}</td><td>{bv['hits']}</td>"
+                    f"<td>{v['data_share']:.0%}</td></tr>"
+                )
+            out.append("</table>")
+        return "\n".join(out)
+
+    def write_html(self, path: Path, method: str, coords, xy) -> Path:
+        import html
+
+        from latentmap.components.diagnostic_figures import save_file, write_html
+
+        parts = [f"<style>{_SAMPLE_CSS}</style>", f"<p>{html.escape(self.params_text())}</p>"]
+        parts += [f'<div class="note">{html.escape(n)}</div>' for n in self.info["notes"]]
+        if not self.decoder_spec:
+            parts.append(
+                '<div class="note">No decoder given, so no sample is shown as an image of its '
+                "own: pass --decoder decoder.pt (TorchScript) or --decoder file.py:Class "
+                f"--decoder-checkpoint weights.pt, a model mapping a {self.info['dim']}-d "
+                f"latent of layer {html.escape(self.layer)} to an image.</div>"
+            )
+        parts.append(self._summary_html())
+        parts.append("<h2>Samples and their nearest real items</h2>")
+        parts.append('<div class="cards">' + "".join(map(self._card_html, self.cards)) + "</div>")
+        parts.append("<h2>Baseline: the same number of truly random items</h2>")
+        parts.append(self._baseline_html())
+        figs = []
+        if coords is not None:
+            figs.append((f"The samples on the {method.upper()} map", self.map_figure(coords, xy)))
+        write_html(figs, path, title=self.title(), intro_html="\n".join(parts))
+        if figs:  # clicking a sample on the map scrolls to its card
+            page = Path(path).read_text(encoding="utf-8")
+            script = (
+                "<script>(function(){var f=document.getElementById('fig-0');"
+                "if(!f||!f.on)return;f.on('plotly_click',function(d){var p=d.points[0];"
+                "if(!p||p.data.name!=='samples')return;"
+                "var el=document.getElementById('sample-'+(p.pointIndex+1));if(!el)return;"
+                "el.scrollIntoView({behavior:'smooth',block:'center'});el.classList.add('flash');"
+                "setTimeout(function(){el.classList.remove('flash');},1500);});})();</script>"
+            )
+            page = page.replace("</body></html>", script + "</body></html>")
+            save_file(path, page.encode("utf-8"))
+        return Path(path)
+
+    def map_figure(self, coords, xy) -> dict:
+        import numpy as np
+        from latentmap.components.figures import scatter_figure, trace_groups
+        from latentmap.pipeline.sampling import label_column
+
+        meta = self.store.metadata(self.ds)
+        col = label_column(self.store, self.ds, meta)
+        ok = np.isfinite(coords).all(axis=1)
+        groups = trace_groups(meta, ok, color=col)
+        hover = [
+            f"sample {c['sample']}: nearest row {c['row']}"
+            + (f" ({c['label']})" if c["label"] is not None else "")
+            + f", sim {c['similarity']:.3f}"
+            for c in self.cards
+        ]
+        base = np.asarray(self.info["baseline"]["rows"], dtype=np.int64)
+        overlays = [
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "random items",
+                "x": coords[base, 0].tolist(),
+                "y": coords[base, 1].tolist(),
+                "marker": {"symbol": "diamond-open", "size": 11, "color": "#555"},
+                "visible": "legendonly",
+                "hoverinfo": "skip",
+            },
+            {
+                "type": "scatter",
+                "mode": "markers+text",
+                "name": "samples",
+                "x": xy[:, 0].tolist(),
+                "y": xy[:, 1].tolist(),
+                "text": [str(c["sample"]) for c in self.cards],
+                "textposition": "top center",
+                "textfont": {"size": 10},
+                "hovertext": hover,
+                "hoverinfo": "text",
+                "marker": {
+                    "symbol": "x",
+                    "size": 12,
+                    "color": "#111111",
+                    "line": {"width": 1.5, "color": "#ffffff"},
+                },
+            },
+        ]
+        fig = scatter_figure(coords, groups, meta, color=col, overlays=overlays)
+        fig["layout"]["height"] = 640
+        return fig
+
+    # ----- PNG
+    def png_figure(self) -> tuple[dict, int, int]:
+        """The gallery as one plotly figure drawn in pixel coordinates (images as layout
+        images, text as annotations): title, summary, sample cards, random cards."""
+        from latentmap.pipeline.sampling import thumbnail_bytes
+
+        width = 1200
+        thumb, gap = 96, 12
+        dec = bool(self.decoder_spec)
+        card_w = (2 * thumb + 4 if dec else thumb) + gap
+        cols = max(1, (width - 2 * gap) // card_w)
+        card_h = thumb + 46
+        images: list[dict] = []
+        notes: list[dict] = []
+
+        def text(x, y, t, size=12, color="#222", anchor="left", bold=False):
+            notes.append(
+                {
+                    "x": x,
+                    "y": y,
+                    "xref": "x",
+                    "yref": "y",
+                    "text": f"<b>{t}</b>" if bold else t,
+                    "showarrow": False,
+                    "xanchor": anchor,
+                    "yanchor": "top",
+                    "align": anchor,
+                    "font": {"size": size, "color": color},
+                }
+            )
+
+        def image(x, y, png):
+            if png:
+                images.append(
+                    {
+                        "source": _data_uri(png),
+                        "xref": "x",
+                        "yref": "y",
+                        "x": x,
+                        "y": y,
+                        "sizex": thumb,
+                        "sizey": thumb,
+                        "xanchor": "left",
+                        "yanchor": "top",
+                        "sizing": "stretch",
+                        "layer": "above",
+                    }
+                )
+            else:
+                text(x + thumb / 2, y + thumb / 2 - 8, "no image", 10, "#999", "center")
+
+        s, b, i = self.info["summary"], self.info["baseline"], self.info
+        y = gap
+        text(gap, y, self.title(), 20, bold=True)
+        y += 34
+        lines = [self.params_text()]
+        lines.append(
+            f"Samples hit {s['distinct']} distinct items (at most {s['max_distinct']}); "
+            f"{len(s['hubs'])} hubs take {s['hub_hits']} samples; mean similarity to the "
+            f"nearest item {s['mean_similarity']:.3f}."
+        )
+        lines.append(
+            f"Baseline, {b['n_samples']} truly random items: {b['distinct']} distinct; mean "
+            f"similarity to their nearest other item {b['mean_similarity']:.3f}."
+        )
+        if s["hubs"]:
+            lines.append(
+                "Hubs: "
+                + ", ".join(
+                    f"row {r}"
+                    + (f" ({self.label_of(r)})" if self.labels is not None else "")
+                    + f" x{c}"
+                    for r, c in s["hubs"][:8]
+                )
+            )
+        if "labels" in s:
+            lines.append(
+                "Labels hit (samples / random / data share): "
+                + ", ".join(
+                    f"{c}: {v['hits']}/{b['labels'].get(c, {'hits': 0})['hits']}/"
+                    f"{v['data_share']:.0%}"
+                    for c, v in list(s["labels"].items())[:20]
+                )
+            )
+        shown = self.cards[:_MAX_PNG_CARDS]
+        notes_text = list(i["notes"])
+        if len(self.cards) > len(shown):
+            notes_text.append(f"the first {len(shown)} of {len(self.cards)} samples are shown")
+        lines += [f"note: {t}" for t in notes_text]
+        wrapped = []
+        for line in lines:
+            wrapped += _wrap(line, 160)
+        text(gap, y, "<br>".join(wrapped), 12, "#333")
+        y += 17 * len(wrapped) + 16
+        text(gap, y, "Samples and their nearest real items", 15, bold=True)
+        y += 26
+        for j, c in enumerate(shown):
+            x0 = gap + (j % cols) * card_w
+            y0 = y + (j // cols) * card_h
+            xi = x0
+            if dec:
+                image(xi, y0 + 16, c["decoded"])
+                xi += thumb + 4
+            image(xi, y0 + 16, c["thumbnail"])
+            text(x0, y0, f"#{c['sample']}" + ("  decoded | nearest" if dec else ""), 11)
+            lab = f" · {c['label']}" if c["label"] is not None else ""
+            text(x0, y0 + thumb + 18, f"sim {c['similarity']:.3f}{lab}", 11)
+        y += ((len(shown) + cols - 1) // cols) * card_h + 10
+        text(gap, y, "Baseline: truly random items", 15, bold=True)
+        y += 26
+        bcols = max(1, (width - 2 * gap) // (thumb + gap))
+        brows = b["rows"][:_MAX_PNG_CARDS]
+        for j, r in enumerate(brows):
+            x0 = gap + (j % bcols) * (thumb + gap)
+            y0 = y + (j // bcols) * (thumb + 30)
+            image(x0, y0, thumbnail_bytes(self.store, self.ds, r))
+            text(x0, y0 + thumb + 2, f"row {r} {self.label_of(r)}", 10, "#555")
+        y += ((len(brows) + bcols - 1) // bcols) * (thumb + 30) + gap
+        height = int(y)
+        axis = {"visible": False, "fixedrange": True}
+        fig = {
+            "data": [
+                {
+                    "type": "scatter",
+                    "x": [0, width],
+                    "y": [0, height],
+                    "mode": "markers",
+                    "marker": {"opacity": 0},
+                    "hoverinfo": "skip",
+                    "showlegend": False,
+                }
+            ],
+            "layout": {
+                "width": width,
+                "height": height,
+                "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+                "xaxis": {**axis, "range": [0, width]},
+                "yaxis": {**axis, "range": [height, 0]},
+                "images": images,
+                "annotations": notes,
+                "paper_bgcolor": "#ffffff",
+                "plot_bgcolor": "#ffffff",
+                "showlegend": False,
+            },
+        }
+        return fig, width, height
+
+    def write_png(self, path: Path) -> Path:
+        from latentmap.components.diagnostic_figures import write_png
+
+        fig, w, h = self.png_figure()
+        return write_png(fig, path, width=w, height=h, scale=2 if h <= 3000 else 1)
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    import html
+    import textwrap
+
+    return [html.escape(x) for x in textwrap.wrap(line, width)] or [""]
 
 
 if __name__ == "__main__":

@@ -191,7 +191,10 @@ def cell_gallery(store, diag: dict | None):
         return SHOWN_FLEX, title, [html.P("No items in this cell.", className="muted")]
     ds = diag["dataset"]
     shown = rows[:MAX_SELECTION_CARDS]
-    cards = [card(ds, data.row_details(store, ds, int(r), [diag["pred_col"]])) for r in shown]
+    cards = [
+        card(ds, data.row_details(store, ds, int(r), [diag["pred_col"]]), where="cell")
+        for r in shown
+    ]
     if len(rows) > len(shown):
         title += f" (first {len(shown)} shown)"
     return SHOWN_FLEX, title, cards

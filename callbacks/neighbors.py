@@ -80,22 +80,30 @@ def highlight_patch(store, neighbours: dict | None, shown: dict | None) -> Patch
     return patch
 
 
-def selection_view(store, selected: dict | None, shown: dict | None):
-    """(title, title style, gallery children) for a box / lasso selection."""
+def selected_rows(store, selected: dict | None, shown: dict | None) -> list[int]:
+    """Dataset rows of a box / lasso selection event (in selection order, unique)."""
     if not selected or not shown or not selected.get("points"):
-        return "Selection", HIDDEN, []
+        return []
     groups = data.groups(store, shown)
     rows = []
     for pt in selected["points"]:
         r = row_for_point(groups, pt.get("curveNumber"), pt.get("pointIndex"))
         if r is not None:
             rows.append(r)
-    rows = list(dict.fromkeys(rows))
+    return list(dict.fromkeys(rows))
+
+
+def selection_view(store, selected: dict | None, shown: dict | None):
+    """(title, title style, gallery children) for a box / lasso selection."""
+    rows = selected_rows(store, selected, shown)
     if not rows:
         return "Selection", HIDDEN, []
     ds = shown["dataset"]
     extra = [c for c in (shown.get("color"),) if c]
-    cards = [card(ds, data.row_details(store, ds, r, extra)) for r in rows[:MAX_SELECTION_CARDS]]
+    cards = [
+        card(ds, data.row_details(store, ds, r, extra), where="sel")
+        for r in rows[:MAX_SELECTION_CARDS]
+    ]
     more = len(rows) - len(cards)
     title = f"Selection: {len(rows):,} item{'s' if len(rows) != 1 else ''}" + (
         f" (first {len(cards)} shown)" if more > 0 else ""
@@ -107,7 +115,7 @@ def register(app: Dash, settings: Settings) -> None:
     @app.callback(
         Output(ids.SELECTED, "data", allow_duplicate=True),
         Input(ids.GRAPH, "clickData"),
-        Input({"type": ids.CARD_TYPE, "row": ALL}, "n_clicks"),
+        Input({"type": ids.CARD_TYPE, "row": ALL, "where": ALL}, "n_clicks"),
         State(ids.SHOWN, "data"),
         prevent_initial_call=True,
     )

@@ -185,6 +185,12 @@ def map_overlays(store, spec: dict, groups, done: dict | None, notices: list[str
                 notices.append(f"Centroids could not be computed: {err}")
             else:
                 waiting.append("centroids")
+    if spec.get("sampling"):
+        from latentmap.callbacks import sampling
+
+        more, wait = sampling.map_traces(store, spec, done, notices)
+        traces += more
+        waiting += wait
     if "trust" in ov:
         t = tasks.task("trust", ds, layer, method=method, params=params)
         try:

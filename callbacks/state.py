@@ -18,8 +18,31 @@ DEFAULT_K = 12
 MAX_K = 200
 FILTER_MODES = ("dim", "hide")
 PARAM_KEYS = ("perplexity", "n_neighbors", "min_dist", "metric")
-QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp")  # fmt: skip
+# sampling: on/off, n, distribution, GMM k, seed, region column/value/rows, random baseline,
+# interpolation end points / steps / kind, decoder spec / checkpoint
+SAMPLE_DEFAULTS: dict[str, Any] = {
+    "smp": False,
+    "sn": 20,
+    "sdist": "full",
+    "sk": 3,
+    "sseed": 0,
+    "sreg": None,
+    "sval": None,
+    "srows": (),
+    "sbase": False,
+    "ia": None,
+    "ib": None,
+    "isteps": 8,
+    "ihow": "slerp",
+    "dec": None,
+    "deck": None,
+}
+SAMPLE_KEYS = tuple(SAMPLE_DEFAULTS)
+SAMPLE_DISTS = ("full", "diag", "gmm")
+MAX_SAMPLES_URL = 1000
+QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp", *SAMPLE_KEYS)  # fmt: skip
 TABS = ("map", "layers", "diag")
+
 OVERLAYS = ("centroids", "ellipses", "trust")
 ALIGN_MODES = ("procrustes", "init")
 DIST_METRICS = ("cosine", "euclidean")
@@ -54,6 +77,7 @@ class View:
     cnorm: bool = True
     dmetric: str = "cosine"
     cell: tuple[str, str] | None = None
+    sampling: dict[str, Any] = field(default_factory=lambda: dict(SAMPLE_DEFAULTS))
     # derived: centroids follow the colour column when categorical, else the true labels
     centroid_col: str | None = None
     # dataset-dependent defaults of the fields above (URLs leave out what equals them)
@@ -67,6 +91,7 @@ class View:
         d["filter_values"] = list(self.filter_values)
         d["overlays"] = list(self.overlays)
         d["centroid_col"] = self.centroid_col
+        d["sampling"] = sampling_json(self.sampling)
         return d
 
     def diag_spec(self) -> dict[str, Any] | None:
@@ -173,6 +198,16 @@ def to_query(view: View) -> str:
         items.append(("dmetric", view.dmetric))
     if view.cell:
         items += [("ct", view.cell[0]), ("cp", view.cell[1])]
+    for key, default in SAMPLE_DEFAULTS.items():
+        v = view.sampling.get(key, default)
+        if v == default or v is None:
+            continue
+        if key == "srows":
+            items.append((key, rows_text(v)))
+        elif isinstance(v, bool):
+            items.append((key, "1"))
+        else:
+            items.append((key, str(v)))
     return "?" + urlencode(items)
 
 
@@ -353,6 +388,8 @@ def resolve_view(
 
     diag, more = _resolve_diagnostics(raw, layers, cols, quiet)
     notices += more
+    sampling, more = resolve_sampling(raw, cols, n)
+    notices += more
     cent = color if color and cols.get(color, {}).get("kind") == "categorical" else None
     view = View(
         ds,
@@ -368,6 +405,7 @@ def resolve_view(
         k,
         camera,
         **diag,
+        sampling=sampling,
         centroid_col=cent or diag["true_col"],
     )
     return view, notices
@@ -483,9 +521,119 @@ def raw_from_view(view: View) -> dict[str, Any]:
         "cnorm": "1" if view.cnorm else "0",
         "dmetric": view.dmetric,
         "cell": list(view.cell) if view.cell else None,
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in view.sampling.items()},
     }
     return raw
 
 
 def with_changes(view: View, **changes: Any) -> View:
     return replace(view, **changes)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def rows_text(rows: Any) -> str:
+    """Sorted rows as compact ranges: [1, 2, 3, 7] -> "1-3,7"."""
+    out: list[str] = []
+    rows = sorted(set(int(r) for r in rows))
+    i = 0
+    while i < len(rows):
+        j = i
+        while j + 1 < len(rows) and rows[j + 1] == rows[j] + 1:
+            j += 1
+        out.append(str(rows[i]) if i == j else f"{rows[i]}-{rows[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def parse_rows(text: Any, n: int) -> tuple[int, ...]:
+    """Inverse of ``rows_text`` (also accepts a list of ints); ValueError on bad input."""
+    if isinstance(text, (list, tuple)):
+        rows = [int(r) for r in text]
+    else:
+        rows = []
+        for part in str(text).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            a, _, b = part.partition("-")
+            lo, hi = int(a), int(b) if b else int(a)
+            if hi < lo or hi - lo > n:
+                raise ValueError(part)
+            rows.extend(range(lo, hi + 1))
+    if any(not 0 <= r < n for r in rows):
+        raise ValueError("out of range")
+    return tuple(sorted(set(rows)))
+
+
+def sampling_json(sampling: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sampling.items()}
+
+
+def _flag(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (list, tuple)):
+        return bool(v)
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_sampling(
+    raw: dict[str, Any], cols: dict[str, dict], n: int
+) -> tuple[dict[str, Any], list[str]]:
+    """The sampling fields of a view; each bad value falls back with a notice."""
+    notices: list[str] = []
+    out = dict(SAMPLE_DEFAULTS)
+
+    def given(key: str) -> bool:
+        return raw.get(key) not in (None, "", [])
+
+    if given("smp"):
+        out["smp"] = _flag(raw["smp"])
+    if given("sbase"):
+        out["sbase"] = _flag(raw["sbase"])
+    for key, lo, hi, what in (
+        ("sn", 1, MAX_SAMPLES_URL, "the number of samples"),
+        ("sk", 1, 50, "the number of mixture components"),
+        ("sseed", 0, 2**31 - 1, "the seed"),
+        ("isteps", 2, 50, "the interpolation steps"),
+    ):
+        if given(key):
+            v = _int(raw[key])
+            if v is None or not lo <= v <= hi:
+                notices.append(
+                    f"{what.capitalize()} must be a whole number from {lo} to {hi}, got "
+                    f"{_short(raw[key])}; using {SAMPLE_DEFAULTS[key]}."
+                )
+            else:
+                out[key] = v
+    if given("sdist"):
+        out["sdist"] = _choice(raw, "sdist", SAMPLE_DISTS, "distribution", notices)
+    if given("ihow"):
+        out["ihow"] = _choice(raw, "ihow", ("slerp", "linear"), "interpolation", notices)
+    if given("sreg"):
+        reg = str(raw["sreg"])
+        if reg == "selection":
+            out["sreg"] = reg
+            try:
+                out["srows"] = parse_rows(raw.get("srows") or "", n)
+            except (TypeError, ValueError):
+                notices.append("The selection in the link is not valid; sampling everywhere.")
+                out["sreg"] = None
+        elif reg in cols:
+            out["sreg"] = reg
+            out["sval"] = str(raw["sval"]) if given("sval") else None
+        else:
+            notices.append(f"No column {_short(reg)} to sample a region of; sampling everywhere.")
+    for key in ("ia", "ib"):
+        if given(key):
+            v = _int(raw[key])
+            if v is None or not 0 <= v < n:
+                notices.append(f"Interpolation end {_short(raw[key])} does not exist; cleared.")
+            else:
+                out[key] = v
+    for key in ("dec", "deck"):
+        if given(key):
+            out[key] = str(raw[key]).strip()[:_MAX_VALUE_LEN] or None
+    return out, notices

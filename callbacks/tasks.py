@@ -25,12 +25,18 @@ from latentmap.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_SUMMARY_LAYERS = 16
+SAMPLING_KINDS = ("samples", "sample_xy", "decode", "path_xy", "path_decode")
 LABELS = {
     "projection": "projection",
     "centroids": "centroids",
     "trust": "projection trust",
     "summary": "layer summary",
     "confusion": "confusion vs. distance",
+    "samples": "latent samples",
+    "sample_xy": "sample positions",
+    "decode": "decoded samples",
+    "path_xy": "interpolation path",
+    "path_decode": "decoded path",
 }
 _METHODS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
@@ -41,7 +47,7 @@ def task(kind: str, ds: str, layer: str, **kw: Any) -> dict[str, Any]:
 
 def describe(t: dict[str, Any]) -> str:
     what = LABELS.get(t["kind"], t["kind"])
-    if t["kind"] in ("projection", "trust", "centroids"):
+    if t["kind"] in ("projection", "trust", "centroids", "sample_xy", "path_xy"):
         what = f"{_METHODS.get(t['method'], t['method'])} {what}"
     return f"{what} of {t['layer']}"
 
@@ -70,6 +76,10 @@ def run_task(store: Store, t: dict[str, Any], progress=None) -> Any:
         return diag.layer_summary(store, ds, layer, t["true_col"], t.get("pred_col"))
     if kind == "confusion":
         return diag.confusion_distance_for(store, ds, layer, t["true_col"], t["pred_col"])
+    if kind in SAMPLING_KINDS:
+        from latentmap.callbacks import sampling
+
+        return sampling.run(store, t, progress)
     raise ValueError(f"unknown task {kind!r}")
 
 
@@ -122,6 +132,9 @@ def needed_tasks(store: Store, spec: dict | None, diag: dict | None) -> list[dic
             out.append(task("trust", ds, diag["layer"], method=method, params=params))
             for layer in store.layers(ds)[:MAX_SUMMARY_LAYERS]:
                 out.append(task("summary", ds, layer, true_col=true, pred_col=pred))
+    from latentmap.callbacks import sampling
+
+    out += sampling.needed(spec)
     unique = {json.dumps(t, sort_keys=True): t for t in out}
     return list(unique.values())
 

@@ -44,6 +44,21 @@ CONTROLS: list[tuple[str, str, str]] = [
     (ids.CNORM, "value", "cnorm"),
     (ids.DMETRIC, "value", "dmetric"),
     (ids.CELL, "data", "cell"),
+    (ids.SAMPLE_ON, "value", "smp"),
+    (ids.SAMPLE_N, "value", "sn"),
+    (ids.SAMPLE_DIST, "value", "sdist"),
+    (ids.SAMPLE_K, "value", "sk"),
+    (ids.SAMPLE_SEED, "value", "sseed"),
+    (ids.SAMPLE_REGION, "value", "sreg"),
+    (ids.SAMPLE_VALUE, "value", "sval"),
+    (ids.SAMPLE_ROWS, "data", "srows"),
+    (ids.SAMPLE_BASE, "value", "sbase"),
+    (ids.INTERP_A, "data", "ia"),
+    (ids.INTERP_B, "data", "ib"),
+    (ids.INTERP_STEPS, "value", "isteps"),
+    (ids.INTERP_HOW, "value", "ihow"),
+    (ids.DECODER, "value", "dec"),
+    (ids.DECODER_CKPT, "value", "deck"),
 ]
 OPTIONS = [
     ids.DATASET,
@@ -56,10 +71,28 @@ OPTIONS = [
     ids.LAYERS_PICK,
     ids.TRUE_COL,
     ids.PRED_COL,
+    ids.SAMPLE_REGION,
+    ids.SAMPLE_VALUE,
 ]
 # what a user change of one control resets (the rest of the view is kept)
 RESETS = {
-    ids.DATASET: ("layer", "filter", "fv", "sel", "cam", "layers", "true", "pred", "cell"),
+    ids.DATASET: (
+        "layer",
+        "filter",
+        "fv",
+        "sel",
+        "cam",
+        "layers",
+        "true",
+        "pred",
+        "cell",
+        "sreg",
+        "sval",
+        "srows",
+        "ia",
+        "ib",
+    ),  # fmt: skip
+    ids.SAMPLE_REGION: ("sval", "srows"),
     ids.TRUE_COL: ("cell",),
     ids.PRED_COL: ("cell",),
     ids.LAYER: ("cam",),
@@ -80,6 +113,9 @@ def control_values(view: View) -> dict[str, Any]:
     raw["fv"] = list(view.filter_values)
     raw["cam"] = list(view.camera) if view.camera else None
     raw["cnorm"] = ["1"] if view.cnorm else []
+    raw["smp"] = ["1"] if view.sampling["smp"] else []
+    raw["sbase"] = ["1"] if view.sampling["sbase"] else []
+    raw["srows"] = list(view.sampling["srows"]) or None
     return raw
 
 
@@ -101,6 +137,12 @@ def options(store, view: View) -> dict[str, list]:
     out[ids.LAYERS_PICK] = out[ids.LAYER]
     out[ids.TRUE_COL] = names
     out[ids.PRED_COL] = names
+    out[ids.SAMPLE_REGION] = [{"label": "the box / lasso selection", "value": "selection"}] + [
+        c for c in names if cols[c]["kind"] == "categorical"
+    ]
+    reg = view.sampling.get("sreg")
+    if reg and reg != "selection" and reg in cols:
+        out[ids.SAMPLE_VALUE] = cols[reg]["values"][:2000]
     return out
 
 

@@ -28,8 +28,20 @@ def notice(messages: list[str] | str | None, kind: str = "warning") -> Any:
     )
 
 
-def card(ds_id: str, details: dict[str, Any], similarity: float | None = None, query: bool = False):
-    """A gallery card: thumbnail (or id), label / prediction, similarity. Clickable."""
+def card(
+    ds_id: str,
+    details: dict[str, Any],
+    similarity: float | None = None,
+    query: bool = False,
+    *,
+    where: str = "nb",
+    extra: list | None = None,
+    title: str | None = None,
+):
+    """A gallery card: thumbnail (or id), label / prediction, similarity. Clickable.
+
+    ``where`` names the gallery (ids stay unique when one item shows in several galleries);
+    ``extra`` goes above the caption (e.g. a decoded image)."""
     row = details["row"]
     if details.get("thumb"):
         visual = html.Img(src=thumb_url(ds_id, row), alt=details["name"])
@@ -50,11 +62,11 @@ def card(ds_id: str, details: dict[str, Any], similarity: float | None = None, q
             html.Span(f"{similarity:.3f}", className="card-sim", title="cosine similarity")
         )
     return html.Div(
-        [visual, html.Div(caption, className="card-caption")],
-        id={"type": ids.CARD_TYPE, "row": row},
+        [*(extra or []), visual, html.Div(caption, className="card-caption")],
+        id={"type": ids.CARD_TYPE, "row": row, "where": where},
         n_clicks=0,
         className="card" + (" card-query" if query else ""),
-        title=f"{details['name']} (row {row}): click to find its neighbours",
+        title=title or f"{details['name']} (row {row}): click to find its neighbours",
         **{"data-row": str(row), "data-label": str(details.get("label"))},
     )
 

@@ -118,6 +118,36 @@ REPORT_BUTTON = "report-button"
 REPORT_STATUS = "report-status"
 
 
+# ----- sampling the latent space
+SAMPLE_ON = "sample-on"
+SAMPLE_N = "sample-n"
+SAMPLE_DIST = "sample-dist"
+SAMPLE_K = "sample-k"
+SAMPLE_SEED = "sample-seed"
+SAMPLE_REROLL = "sample-reroll"
+SAMPLE_REGION = "sample-region"
+SAMPLE_VALUE = "sample-value"
+SAMPLE_ROWS = "sample-rows"  # rows of the selection region
+SAMPLE_USE_SELECTION = "sample-use-selection"
+SAMPLE_BASE = "sample-baseline"
+INTERP_A = "interp-a"
+INTERP_B = "interp-b"
+INTERP_SET_A = "interp-set-a"
+INTERP_SET_B = "interp-set-b"
+INTERP_CLEAR = "interp-clear"
+INTERP_STEPS = "interp-steps"
+INTERP_HOW = "interp-how"
+INTERP_INFO = "interp-info"
+DECODER = "decoder"
+DECODER_CKPT = "decoder-checkpoint"
+SAMPLE_HEADER = "sample-header"
+SAMPLE_TITLE = "sample-title"
+SAMPLE_NOTICE = "sample-notice"
+SAMPLE_SUMMARY = "sample-summary"
+SAMPLE_GALLERY = "sample-gallery"
+PATH_GALLERY = "path-gallery"
+
+
 def all_ids() -> list[str]:
     """Every plain string id defined here (pattern types excluded)."""
     return [

@@ -162,6 +162,103 @@ def overlay_controls() -> html.Section:
     )
 
 
+def _num_input(id_: str, value: int, lo: int, hi: int) -> dcc.Input:
+    return dcc.Input(id=id_, type="number", min=lo, max=hi, step=1, value=value, debounce=True)
+
+
+def sampling_controls() -> html.Section:
+    return _section(
+        "Sample the latent space",
+        dcc.Checklist(
+            id=ids.SAMPLE_ON,
+            options=[{"label": "draw random latents, show nearest images", "value": "1"}],
+            value=[],
+            className="checklist",
+        ),
+        html.Div(
+            [
+                _field("N", _num_input(ids.SAMPLE_N, 20, 1, 1000)),
+                _field(
+                    "Distribution",
+                    dcc.Dropdown(
+                        id=ids.SAMPLE_DIST,
+                        clearable=False,
+                        value="full",
+                        options=[
+                            {"label": "Gaussian (full, shrunk)", "value": "full"},
+                            {"label": "Gaussian (diagonal)", "value": "diag"},
+                            {"label": "Gaussian mixture", "value": "gmm"},
+                        ],
+                    ),
+                ),
+            ],
+            className="field-row",
+        ),
+        html.Div(
+            [
+                _field("Mixture K", _num_input(ids.SAMPLE_K, 3, 1, 50)),
+                _field("Seed", _num_input(ids.SAMPLE_SEED, 0, 0, 2**31 - 1)),
+                html.Button(
+                    "🎲", id=ids.SAMPLE_REROLL, className="btn btn-small", title="new seed"
+                ),
+            ],
+            className="field-row align-end",
+        ),
+        _field(
+            "Fit to",
+            dcc.Dropdown(id=ids.SAMPLE_REGION, placeholder="the whole layer"),
+            hint="a metadata column (then pick a value) or the box/lasso selection",
+        ),
+        _field("Value", dcc.Dropdown(id=ids.SAMPLE_VALUE, placeholder="value")),
+        html.Button(
+            "Fit to the current selection", id=ids.SAMPLE_USE_SELECTION, className="btn btn-small"
+        ),
+        dcc.Checklist(
+            id=ids.SAMPLE_BASE,
+            options=[{"label": "show the random-images baseline", "value": "1"}],
+            value=[],
+            className="checklist",
+        ),
+        html.H4("Interpolate", className="sub-title"),
+        html.Div(
+            [
+                html.Button("Start = clicked item", id=ids.INTERP_SET_A, className="btn btn-small"),
+                html.Button("End = clicked item", id=ids.INTERP_SET_B, className="btn btn-small"),
+                html.Button("×", id=ids.INTERP_CLEAR, className="btn-icon", title="clear path"),
+            ],
+            className="row-gap",
+        ),
+        html.Div(id=ids.INTERP_INFO, className="field-hint"),
+        html.Div(
+            [
+                _field("Steps", _num_input(ids.INTERP_STEPS, 8, 2, 50)),
+                _field(
+                    "Path",
+                    dcc.Dropdown(
+                        id=ids.INTERP_HOW,
+                        clearable=False,
+                        value="slerp",
+                        options=[
+                            {"label": "spherical", "value": "slerp"},
+                            {"label": "linear", "value": "linear"},
+                        ],
+                    ),
+                ),
+            ],
+            className="field-row",
+        ),
+        _field(
+            "Decoder (optional)",
+            dcc.Input(id=ids.DECODER, type="text", placeholder="decoder.ts or file.py:Class"),
+            hint="maps a latent of this layer to an image",
+        ),
+        _field(
+            "Decoder checkpoint",
+            dcc.Input(id=ids.DECODER_CKPT, type="text", placeholder="state dict (file.py:Class)"),
+        ),
+    )
+
+
 def neighbour_controls() -> html.Section:
     return _section(
         "Nearest neighbours",
@@ -273,6 +370,7 @@ def sidebar() -> html.Aside:
             appearance_controls(),
             overlay_controls(),
             neighbour_controls(),
+            sampling_controls(),
             data_panel(),
         ],
         className="sidebar",
@@ -473,6 +571,17 @@ def gallery_panel() -> html.Aside:
                 style=HIDDEN,
             ),
             html.Div(id=ids.CELL_GALLERY, className="gallery"),
+            html.Div(
+                [
+                    html.H3("Samples", id=ids.SAMPLE_TITLE),
+                    html.Div(id=ids.SAMPLE_NOTICE),
+                    html.Div(id=ids.SAMPLE_SUMMARY, className="sample-summary"),
+                    html.Div(id=ids.SAMPLE_GALLERY, className="gallery"),
+                    html.Div(id=ids.PATH_GALLERY, className="path-gallery"),
+                ],
+                id=ids.SAMPLE_HEADER,
+                style=HIDDEN,
+            ),
             html.H3("Selection", id=ids.SELECTION_TITLE, style=HIDDEN),
             html.Div(id=ids.SELECTION, className="gallery"),
         ],
@@ -495,6 +604,9 @@ def stores() -> html.Div:
             dcc.Store(id=ids.DATASETS_VERSION, data=0),
             dcc.Store(id=ids.DIAG_SPEC),
             dcc.Store(id=ids.CELL),
+            dcc.Store(id=ids.SAMPLE_ROWS),
+            dcc.Store(id=ids.INTERP_A),
+            dcc.Store(id=ids.INTERP_B),
             dcc.Store(id=ids.TASKS_REQUEST),
             dcc.Store(id=ids.TASKS_DONE),
         ]

@@ -18,6 +18,12 @@ def gd_ready(driver, js: str) -> bool:
     )
 
 
+def jobs_done(driver) -> bool:
+    return driver.execute_script(
+        "const b=document.getElementById('tasks-box'); return !b || b.style.display === 'none'"
+    )
+
+
 def test_confusion_cell_click_shows_those_items_and_rings_them(explorer):
     from latentmap.pipeline.diagnostics import confusion_distance_for
 
@@ -39,19 +45,28 @@ def test_confusion_cell_click_shows_those_items_and_rings_them(explorer):
     a, b = np.unravel_index(int(np.argmax(off)), M.shape)
     assert off[a, b] > 0
     true, pred = classes[a], classes[b]
-    # pixel centre of cell (true, pred) from plotly's own axes
-    x, y = d.execute_script(
-        f"const g={HEAT}; const xa=g._fullLayout.xaxis, ya=g._fullLayout.yaxis;"
-        "const r=g.getBoundingClientRect();"
-        "return [r.left + xa._offset + xa.d2p(arguments[0]), r.top + ya._offset + ya.d2p(arguments[1])];",
-        pred,
-        true,
-    )
-    mouse(d, "mouseMoved", x - 2, y - 2)
-    mouse(d, "mouseMoved", x, y)
-    mouse(d, "mousePressed", x, y)
-    mouse(d, "mouseReleased", x, y)
-    wait(lambda: search(d).get("ct") == true and search(d).get("cp") == pred, what="cell in URL")
+    # pixel centre of cell (true, pred) from plotly's own axes; a click during a redraw (the
+    # background job finishing) can be lost, so retry like a user would
+    for _ in range(4):
+        wait(lambda: idle(d) and jobs_done(d), timeout=60, what="idle page")
+        x, y = d.execute_script(
+            f"const g={HEAT}; const xa=g._fullLayout.xaxis, ya=g._fullLayout.yaxis;"
+            "const r=g.getBoundingClientRect();"
+            "return [r.left + xa._offset + xa.d2p(arguments[0]), "
+            "r.top + ya._offset + ya.d2p(arguments[1])];",
+            pred,
+            true,
+        )
+        mouse(d, "mouseMoved", x - 2, y - 2)
+        mouse(d, "mouseMoved", x, y)
+        mouse(d, "mousePressed", x, y)
+        mouse(d, "mouseReleased", x, y)
+        try:
+            wait(lambda: search(d).get("ct") == true and search(d).get("cp") == pred, timeout=8)
+            break
+        except AssertionError:
+            continue
+    assert search(d).get("ct") == true and search(d).get("cp") == pred
     n_cards = wait(
         lambda: len(d.find_elements("css selector", "#cell-gallery .card")),
         what="the confused items",
@@ -128,3 +143,33 @@ def test_layers_hover_highlights_the_same_item_everywhere(explorer):
             for ly, (xs, ys) in zip(("features", "encoder", "head"), rings, strict=True)
         )
     assert ok, f"views ring different items: {rings}"
+
+
+def test_sampling_panel_cards_markers_and_new_seed(explorer):
+    duo, store, ds = explorer
+    d = duo.driver
+    d.get(duo.server_url + f"/?ds={ds}&layer=encoder&method=pca&smp=1&sn=6&sseed=1")
+
+    def cards():
+        return d.execute_script(
+            "return Array.from(document.querySelectorAll('#sample-gallery .card'))"
+            ".map(c => parseInt(c.dataset.row))"
+        )
+
+    first = wait(lambda: len(cards()) == 6 and cards(), timeout=120, what="six sample cards")
+    stars = wait(
+        lambda: d.execute_script(
+            "const g=document.querySelector('#scatter .js-plotly-plot');"
+            "const t=g && g._fullData && g._fullData.find(t => t.name === 'samples');"
+            "return t && t.x.length"
+        ),
+        timeout=60,
+        what="the samples on the map",
+    )
+    assert stars == 6
+    assert "distinct nearest images" in d.find_element("css selector", "#sample-summary").text
+    d.save_screenshot(str(ARTIFACTS / "sampling.png"))
+    wait(lambda: idle(d), timeout=60, what="idle page")
+    d.find_element("css selector", "#sample-reroll").click()
+    wait(lambda: search(d).get("sseed") not in (None, "1"), what="a new seed in the URL")
+    wait(lambda: len(cards()) == 6 and cards() != first, timeout=60, what="new samples")

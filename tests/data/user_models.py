@@ -51,3 +51,30 @@ class Slow(nn.Module):
     def forward(self, x):
         time.sleep(self.delay)
         return self.lin(x.mean(dim=(2, 3)))
+
+
+class DemoDecoder(nn.Module):
+    """A user's decoder: latent (32-d, the digits demo's `encoder` layer) -> (1, 8, 8) image.
+
+    Same layout as the demo decoder ``pipeline.decoders.train_demo_decoder`` scripts, so its
+    state dict loads here (the file.py:Class + checkpoint path).
+    """
+
+    def __init__(self, dim: int = 32, side: int = 8):
+        super().__init__()
+        import torch
+
+        self.register_buffer("mu", torch.zeros(dim))
+        self.register_buffer("sd", torch.ones(dim))
+        self.side = side
+        self.net = nn.Sequential(
+            nn.Linear(dim, 128),
+            nn.ReLU(),
+            nn.Linear(128, 256),
+            nn.ReLU(),
+            nn.Linear(256, side * side),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, z):
+        return self.net((z - self.mu) / self.sd).reshape(z.shape[0], 1, self.side, self.side)
