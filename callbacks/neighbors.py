@@ -37,6 +37,8 @@ def clicked_row(store, trigger: Any, trigger_value: Any, click: dict | None, sho
         return no_update
     pt = click["points"][0]
     row = row_for_point(data.groups(store, shown), pt.get("curveNumber"), pt.get("pointIndex"))
+    if row is None and isinstance(pt.get("customdata"), int):
+        row = pt["customdata"]  # a sample / path marker: its nearest real item
     return no_update if row is None else row
 
 

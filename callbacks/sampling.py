@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 import numpy as np
-from dash import Dash, Input, Output, State, ctx, html, no_update
+from dash import ALL, Dash, Input, Output, State, ctx, html, no_update
 from latentmap.callbacks import data, tasks
 from latentmap.components import ids
 from latentmap.components.gallery import card, notice
@@ -135,6 +135,7 @@ def map_traces(store, spec: dict, done: dict | None, notices: list[str]) -> tupl
                 waiting.append("samples" if t["kind"] == "sample_xy" else "the path")
             continue
         xy = np.asarray(xy)
+        rows = _nearest_rows(store, spec, t)
         if t["kind"] == "sample_xy":
             out.append(
                 {
@@ -152,7 +153,8 @@ def map_traces(store, spec: dict, done: dict | None, notices: list[str]) -> tupl
                         "color": "#ffffff",
                         "line": {"color": SAMPLE_COLOR, "width": 1.5},
                     },
-                    "hovertemplate": "sample %{text}<extra></extra>",
+                    "customdata": rows,
+                    "hovertemplate": "sample %{text}: click for its nearest image<extra></extra>",
                     "showlegend": True,
                 }
             )
@@ -166,11 +168,28 @@ def map_traces(store, spec: dict, done: dict | None, notices: list[str]) -> tupl
                     "y": xy[:, 1].tolist(),
                     "line": {"color": PATH_COLOR, "width": 2},
                     "marker": {"size": 8, "color": PATH_COLOR},
+                    "customdata": rows,
                     "hovertemplate": "step %{pointNumber}<extra></extra>",
                     "showlegend": True,
                 }
             )
     return out, waiting
+
+
+def _nearest_rows(store, spec: dict, t: dict) -> list[int] | None:
+    """The nearest real item of each sample / path step (the map's click target)."""
+    from latentmap.pipeline.sampling import interpolate_path
+
+    try:
+        if t["kind"] == "sample_xy":
+            e = tasks.lookup(store, sample_task(spec))
+            return None if e is None else [int(r) for r in np.asarray(e["nearest"])[:, 0]]
+        p = interpolate_path(
+            store, t["dataset"], t["layer"], t["a"], t["b"], steps=t["steps"], how=t["how"]
+        )
+        return [int(r) for r in p["nearest"]]
+    except data.EXPECTED_ERRORS:
+        return None
 
 
 def _decoded(store, t: dict, done: dict | None, notes: list[str]) -> list[bytes] | None:
@@ -240,7 +259,21 @@ def summary_block(info: dict, baseline: bool) -> html.Div:
     return html.Div([*table, html.Div(note, className="field-hint")])
 
 
-def panel(store, spec: dict | None, done: dict | None):
+def topk_strip(store, ds: str, e, i: int) -> list:
+    """The k nearest real items of sample ``i`` (shown when its card is clicked)."""
+    near, sims = np.asarray(e["nearest"])[i], np.asarray(e["sims"])[i]
+    cards = [
+        card(ds, data.row_details(store, ds, int(r)), float(sm), where=f"k{j}")
+        for j, (r, sm) in enumerate(zip(near, sims, strict=True))
+        if r >= 0
+    ]
+    return [
+        html.H4(f"Sample #{i + 1}: its {len(cards)} nearest images", className="sub-title"),
+        html.Div(cards, className="gallery"),
+    ]
+
+
+def panel(store, spec: dict | None, done: dict | None, focus: int | None = None):
     """(style, title, notice, summary, sample cards, path cards) of the sampling panel."""
     if not spec or not spec.get("sampling"):
         return HIDDEN, "Samples", None, None, [], []
@@ -288,6 +321,8 @@ def panel(store, spec: dict | None, done: dict | None):
                 ]
             else:
                 near, sims = np.asarray(e["nearest"]), np.asarray(e["sims"])
+                if isinstance(focus, int) and 0 <= focus < len(near):
+                    path_cards += topk_strip(store, ds, e, focus)
                 for i in range(len(near)):
                     r = int(near[i, 0])
                     if r < 0:
@@ -350,13 +385,28 @@ def register(app: Dash, settings: Settings) -> None:
         Output(ids.PATH_GALLERY, "children"),
         Input(ids.SPEC, "data"),
         Input(ids.TASKS_DONE, "data"),
+        Input(ids.SAMPLE_FOCUS, "data"),
     )
-    def draw(spec, done):
+    def draw(spec, done, focus):
         try:
-            return panel(settings.store(), spec, done)
+            return panel(settings.store(), spec, done, focus)
         except data.EXPECTED_ERRORS as e:
             log.warning("sampling: %s", e)
             return SHOWN_BLOCK, "Samples", notice(str(e), "error"), None, [], []
+
+    @app.callback(
+        Output(ids.SAMPLE_FOCUS, "data"),
+        Input({"type": ids.CARD_TYPE, "row": ALL, "where": ALL}, "n_clicks"),
+        Input(ids.SPEC, "data"),
+        prevent_initial_call=True,
+    )
+    def focus_sample(_clicks, _spec):
+        trig = ctx.triggered_id
+        if isinstance(trig, dict) and str(trig.get("where", "")).startswith("s"):
+            if ctx.triggered and ctx.triggered[0]["value"]:
+                return int(trig["where"][1:])
+            return no_update
+        return None if trig == ids.SPEC else no_update
 
     @app.callback(
         Output(ids.SAMPLE_SEED, "value"),

@@ -146,6 +146,7 @@ SAMPLE_NOTICE = "sample-notice"
 SAMPLE_SUMMARY = "sample-summary"
 SAMPLE_GALLERY = "sample-gallery"
 PATH_GALLERY = "path-gallery"
+SAMPLE_FOCUS = "sample-focus"  # index of the sample whose top-k is shown
 
 
 def all_ids() -> list[str]:

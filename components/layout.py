@@ -605,6 +605,7 @@ def stores() -> html.Div:
             dcc.Store(id=ids.DIAG_SPEC),
             dcc.Store(id=ids.CELL),
             dcc.Store(id=ids.SAMPLE_ROWS),
+            dcc.Store(id=ids.SAMPLE_FOCUS),
             dcc.Store(id=ids.INTERP_A),
             dcc.Store(id=ids.INTERP_B),
             dcc.Store(id=ids.TASKS_REQUEST),

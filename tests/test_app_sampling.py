@@ -138,3 +138,23 @@ def test_real_decoder_shows_decoded_images_beside_nearest(demo):
     assert all(i.src.startswith("data:image/png;base64,") for i in imgs)
     steps = path_cards[1].children
     assert all(s.children[1].src.startswith("data:image/png") for s in steps)
+
+
+def test_sample_card_focus_shows_its_top_k_and_star_click_selects_nearest(env):
+    from latentmap.callbacks import neighbors
+    from latentmap.pipeline.sampling import sample_latents
+
+    store, ds = env
+    spec = spec_of(store, f"?ds={ds}&layer=z&method=pca&smp=1&sn=3&sseed=5")
+    done = settle(store, spec)
+    e = sample_latents(store, ds, "z", n=3, dist="full", k=3, seed=5, region=None)
+    *_, extra = sampling.panel(store, spec, done, focus=1)
+    strip = extra[1].children
+    assert [c.id["row"] for c in strip] == [int(r) for r in np.asarray(e["nearest"])[1]]
+    fig = scatter.render(store, spec, None, None, None, None, None, None, None, done)[0]
+    stars = next(t for t in fig["data"] if t.get("name") == "samples")
+    assert stars["customdata"] == [int(r) for r in np.asarray(e["nearest"])[:, 0]]
+    click = {"points": [{"curveNumber": fig["data"].index(stars), "pointIndex": 2,
+                         "customdata": stars["customdata"][2]}]}  # fmt: skip
+    shown = {**spec, "n_groups": 3}
+    assert neighbors.clicked_row(store, None, None, click, shown) == stars["customdata"][2]
