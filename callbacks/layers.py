@@ -1,4 +1,5 @@
-"""Layers side by side: the same items in two to four layers as linked small multiples.
+"""Layers side by side: the same items in two to four layers as linked small multiples
+(or, compare = methods, one layer under PCA, t-SNE and UMAP side by side).
 
 Every view uses the map's projection method and parameters; views are aligned to a reference
 layer (the map's layer when shown, else the first): a Procrustes fit (rotation, reflection,
@@ -35,34 +36,49 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
 
 
-def view_coords(store, diag: dict, layer: str) -> tuple[np.ndarray, dict] | None:
-    """(coords aligned to the reference layer, info) of one small multiple; None if pending."""
+def _view(diag: dict, name: str) -> dict | None:
+    return next((v for v in tasks.views(diag) if v["name"] == name), None)
+
+
+def _proj_task(diag: dict, v: dict) -> dict:
+    return tasks.task(
+        "projection",
+        diag["dataset"],
+        v["layer"],
+        method=v["method"],
+        params=v["params"],
+        init_from=v["init_from"],
+    )
+
+
+def view_coords(store, diag: dict, name: str) -> tuple[np.ndarray, dict] | None:
+    """(coords aligned to the reference view, info) of one small multiple; None if pending."""
     from latentmap.pipeline.diagnostics import procrustes_align
 
-    ds, method, params = diag["dataset"], diag["method"], diag["params"]
-    ref = tasks.reference_layer(diag)
-    init = tasks.init_from(diag, layer, ref)
+    v = _view(diag, name)
+    if v is None:
+        return None
+    ds = diag["dataset"]
     key = (
         str(store.root),
         ds,
         data._mtime(store, ds),
-        layer,
-        method,
-        json.dumps(params, sort_keys=True),
-        diag.get("align"),
-        ref,
+        json.dumps({k: v[k] for k in ("layer", "method", "params", "init_from", "ref")}),
     )
-    proj_task = tasks.task("projection", ds, layer, method=method, params=params, init_from=init)
-    entry = tasks.lookup(store, proj_task)
+    entry = tasks.lookup(store, _proj_task(diag, v))
     if entry is None:
         return None
 
     def make():
         coords = np.asarray(entry["coords"], dtype=np.float32)
-        info = {"notices": list(entry.info.get("notices", [])), "init": init, "disparity": None}
-        if ref and layer != ref:
-            ref_task = tasks.task("projection", ds, ref, method=method, params=params)
-            ref_entry = tasks.lookup(store, ref_task)
+        info = {
+            "notices": list(entry.info.get("notices", [])),
+            "init": v["init_from"],
+            "disparity": None,
+        }
+        ref = _view(diag, v["ref"]) if v["ref"] != name else None
+        if ref is not None:
+            ref_entry = tasks.lookup(store, {**_proj_task(diag, ref), "init_from": None})
             if ref_entry is not None:
                 coords, disparity = procrustes_align(np.asarray(ref_entry["coords"]), coords)
                 info["disparity"] = disparity
@@ -72,20 +88,21 @@ def view_coords(store, diag: dict, layer: str) -> tuple[np.ndarray, dict] | None
     return _ALIGNED.get(key, make)
 
 
-def caption(store, diag: dict, layer: str, info: dict | None, done: dict | None) -> html.Div:
+def caption(store, diag: dict, v: dict, info: dict | None, done: dict | None) -> html.Div:
     ds = diag["dataset"]
-    dim = store.manifest(ds).get("layers", {}).get(layer, {}).get("dim")
-    parts: list[Any] = [html.B(layer), html.Span(f"{dim}-d" if dim else "")]
-    ref = tasks.reference_layer(diag)
+    dim = store.manifest(ds).get("layers", {}).get(v["layer"], {}).get("dim")
+    methods = diag.get("compare") == "methods"
+    head = _METHODS.get(v["method"], v["method"]) if methods else v["layer"]
+    parts: list[Any] = [html.B(head), html.Span(f"{v['layer']} {dim}-d" if dim else "")]
     if info is not None:
-        if layer == ref:
+        if v["name"] == v["ref"]:
             parts.append(html.Span("reference"))
         elif info.get("init"):
             parts.append(html.Span(f"started from {info['init']}"))
         if info.get("disparity") is not None and np.isfinite(info["disparity"]):
             parts.append(html.Span(f"Procrustes disparity {info['disparity']:.3f}"))
-    if not tasks.init_from(diag, layer, ref):
-        t = tasks.task("trust", ds, layer, method=diag["method"], params=diag["params"])
+    if not v["init_from"]:
+        t = tasks.task("trust", ds, v["layer"], method=v["method"], params=v["params"])
         try:
             trust = tasks.lookup(store, t)
         except data.EXPECTED_ERRORS as e:
@@ -103,58 +120,49 @@ def caption(store, diag: dict, layer: str, info: dict | None, done: dict | None)
     return html.Div(parts, className="layer-caption")
 
 
-def layer_figure(store, spec: dict, diag: dict, layer: str, coords: np.ndarray, first: bool):
-    lspec = {**spec, "layer": layer}
-    groups = data.groups(store, lspec)
+def layer_figure(store, spec: dict, v: dict, coords: np.ndarray, first: bool):
+    groups = data.groups(store, {**spec, "layer": v["layer"]})
     return scatter_figure(
         coords,
         groups,
-        data.metadata(store, diag["dataset"]),
+        data.metadata(store, spec["dataset"]),
         color=spec.get("color"),
         symbol=spec.get("symbol"),
-        uirevision=json.dumps([layer, diag["method"], diag["params"], diag.get("align")]),
+        uirevision=json.dumps([v["layer"], v["method"], v["params"], v["init_from"], v["ref"]]),
         showlegend=first,
     )
 
 
 def grid(store, spec: dict | None, diag: dict | None, done: dict | None):
     """(children of the grid, notice) for the layers tab."""
-    if not spec or not diag or not diag.get("layers"):
+    if not spec or not diag or not diag.get("layer"):
         return [], notice("No layers to show: pick a dataset with encoded layers.", "info")
     notes = []
-    if len(diag["layers"]) < 2:
+    vs = tasks.views(diag)
+    if diag.get("compare") != "methods" and len(vs) < 2:
         notes.append("Pick at least two layers to compare them side by side.")
-    method = _METHODS.get(diag["method"], diag["method"])
     cells = []
-    for i, layer in enumerate(diag["layers"]):
-        ref = tasks.reference_layer(diag)
-        t = tasks.task(
-            "projection",
-            diag["dataset"],
-            layer,
-            method=diag["method"],
-            params=diag["params"],
-            init_from=tasks.init_from(diag, layer, ref),
-        )
+    for i, v in enumerate(vs):
+        method = _METHODS.get(v["method"], v["method"])
         try:
-            got = view_coords(store, diag, layer)
+            got = view_coords(store, diag, v["name"])
         except data.EXPECTED_ERRORS as e:
             got, err = None, str(e)
         else:
-            err = tasks.task_error(done, t)
+            err = tasks.task_error(done, _proj_task(diag, v))
         if got is None:
-            msg = f"{method} of {layer}: " + (f"failed: {err}" if err else "computing…")
+            msg = f"{method} of {v['layer']}: " + (f"failed: {err}" if err else "computing…")
             fig, info = empty_figure(msg), None
         else:
             coords, info = got
-            fig = layer_figure(store, spec, diag, layer, coords, first=(i == 0))
-            notes += [f"{layer}: {n}" for n in info["notices"] if "started from" not in n]
+            fig = layer_figure(store, spec, v, coords, first=(i == 0))
+            notes += [f"{v['name']}: {n}" for n in info["notices"] if "started from" not in n]
         cells.append(
             html.Div(
                 [
-                    caption(store, diag, layer, info, done),
+                    caption(store, diag, v, info, done),
                     dcc.Graph(
-                        id={"type": ids.LAYER_GRAPH_TYPE, "layer": layer},
+                        id={"type": ids.LAYER_GRAPH_TYPE, "view": v["name"]},
                         figure=fig,
                         config={"displaylogo": False, "scrollZoom": True},
                         className="layer-graph",
@@ -167,11 +175,14 @@ def grid(store, spec: dict | None, diag: dict | None, done: dict | None):
     return cells, notice(notes, "info") if notes else None
 
 
-def linked_rows(store, spec: dict, trigger: dict | None, event: dict | None) -> list[int]:
+def linked_rows(store, spec: dict, diag: dict, trigger: dict | None, event: dict | None):
     """Rows under a hover / selection event of one small multiple."""
     if not trigger or not event or not event.get("points"):
         return []
-    groups = data.groups(store, {**spec, "layer": trigger["layer"]})
+    v = _view(diag, trigger.get("view"))
+    if v is None:
+        return []
+    groups = data.groups(store, {**spec, "layer": v["layer"]})
     rows = []
     for pt in event["points"]:
         r = row_for_point(groups, pt.get("curveNumber"), pt.get("pointIndex"))
@@ -184,7 +195,7 @@ def highlight_patches(store, diag: dict, graph_ids: list[dict], rows: list[int])
     """One Patch per small multiple ringing ``rows`` (a hovered item gets a big ring)."""
     out = []
     for gid in graph_ids:
-        got = view_coords(store, diag, gid["layer"]) if rows else None
+        got = view_coords(store, diag, gid["view"]) if rows else None
         trace = highlight_trace(got[0] if got else None, rows[:2000])
         if len(rows) > 1:
             trace["marker"]["size"] = [10.0] * len(trace["x"])
@@ -213,7 +224,7 @@ def register(app: Dash, settings: Settings) -> None:
             log.warning("layers: %s", e)
             return [], notice(str(e), "error")
 
-    graph = {"type": ids.LAYER_GRAPH_TYPE, "layer": ALL}
+    graph = {"type": ids.LAYER_GRAPH_TYPE, "view": ALL}
 
     @app.callback(
         Output(graph, "figure", allow_duplicate=True),
@@ -231,11 +242,11 @@ def register(app: Dash, settings: Settings) -> None:
         value = ctx.triggered[0]["value"] if ctx.triggered else None
         try:
             store = settings.store()
-            rows = linked_rows(store, spec, trig, value)
+            rows = linked_rows(store, spec, diag, trig, value)
             if not rows:  # unhover: fall back to the selection of any view
                 sel_prop = ctx.inputs_list[1]
                 for item in sel_prop:
-                    rows = linked_rows(store, spec, item["id"], item.get("value"))
+                    rows = linked_rows(store, spec, diag, item["id"], item.get("value"))
                     if rows:
                         break
             return highlight_patches(store, diag, graph_ids, rows)

@@ -40,11 +40,12 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
 SAMPLE_KEYS = tuple(SAMPLE_DEFAULTS)
 SAMPLE_DISTS = ("full", "diag", "gmm")
 MAX_SAMPLES_URL = 1000
-QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp", *SAMPLE_KEYS)  # fmt: skip
+QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp", "cmp", *SAMPLE_KEYS)  # fmt: skip
 TABS = ("map", "layers", "diag")
 
 OVERLAYS = ("centroids", "ellipses", "trust")
 ALIGN_MODES = ("procrustes", "init")
+COMPARE_MODES = ("layers", "methods")
 DIST_METRICS = ("cosine", "euclidean")
 MAX_LAYERS = 4
 NONE = "none"
@@ -72,6 +73,7 @@ class View:
     overlays: tuple[str, ...] = ()
     layers: tuple[str, ...] = ()
     align: str = "procrustes"
+    compare: str = "layers"
     true_col: str | None = None
     pred_col: str | None = None
     cnorm: bool = True
@@ -106,6 +108,7 @@ class View:
             "tab": self.tab,
             "layers": list(self.layers),
             "align": self.align,
+            "compare": self.compare,
             "true_col": self.true_col,
             "pred_col": self.pred_col,
             "cnorm": self.cnorm,
@@ -188,6 +191,8 @@ def to_query(view: View) -> str:
         items += [("layers", v) for v in view.layers]
     if view.align != "procrustes":
         items.append(("align", view.align))
+    if view.compare != "layers":
+        items.append(("cmp", view.compare))
     if view.true_col != dflt.get("true_col"):
         items.append(("true", view.true_col or NONE))
     if view.pred_col != dflt.get("pred_col"):
@@ -467,6 +472,7 @@ def _resolve_diagnostics(
             chosen = chosen[:MAX_LAYERS]
         chosen = chosen or default_layers
     align = _choice(raw, "align", ALIGN_MODES, "alignment", notices)
+    compare = _choice(raw, "cmp", COMPARE_MODES, "comparison", notices)
 
     # class labels may be many integers (a "continuous" column for colouring): any kind will do
     default_true = next((c for c in ("label", "class", "target", "y") if c in cols), None)
@@ -488,6 +494,7 @@ def _resolve_diagnostics(
         "overlays": overlays,
         "layers": chosen,
         "align": align,
+        "compare": compare,
         "true_col": true_col,
         "pred_col": pred_col,
         "cnorm": cnorm,
@@ -516,6 +523,7 @@ def raw_from_view(view: View) -> dict[str, Any]:
         "ov": list(view.overlays),
         "layers": list(view.layers),
         "align": view.align,
+        "cmp": view.compare,
         "true": view.true_col,
         "pred": view.pred_col,
         "cnorm": "1" if view.cnorm else "0",

@@ -116,15 +116,22 @@ def needed_tasks(store: Store, spec: dict | None, diag: dict | None) -> list[dic
     if diag and diag.get("layer"):
         ds, method, params = diag["dataset"], diag["method"], diag["params"]
         if diag.get("tab") == "layers":
-            ref = reference_layer(diag)
-            for layer in diag.get("layers") or []:
-                init = init_from(diag, layer, ref)
+            for v in views(diag):
                 out.append(
-                    task("projection", ds, layer, method=method, params=params, init_from=init)
+                    task(
+                        "projection",
+                        ds,
+                        v["layer"],
+                        method=v["method"],
+                        params=v["params"],
+                        init_from=v["init_from"],
+                    )
                 )
-            for layer in diag.get("layers") or []:
-                if init_from(diag, layer, ref) is None:  # trust is measured on plain views
-                    out.append(task("trust", ds, layer, method=method, params=params))
+            for v in views(diag):
+                if v["init_from"] is None:  # trust is measured on plain views
+                    out.append(
+                        task("trust", ds, v["layer"], method=v["method"], params=v["params"])
+                    )
         elif diag.get("tab") == "diag" and diag.get("true_col"):
             true, pred = diag["true_col"], diag.get("pred_col")
             if pred:
@@ -137,6 +144,38 @@ def needed_tasks(store: Store, spec: dict | None, diag: dict | None) -> list[dic
     out += sampling.needed(spec)
     unique = {json.dumps(t, sort_keys=True): t for t in out}
     return list(unique.values())
+
+
+def views(diag: dict) -> list[dict[str, Any]]:
+    """The small multiples of the layers tab: the chosen layers with the map's projection,
+    or (compare = methods) the map's layer under PCA, t-SNE and UMAP. Each view is
+    {"name", "layer", "method", "params", "init_from", "ref" (the view it aligns to)}."""
+    from latentmap.pipeline.reduce import METHODS, default_params
+
+    out = []
+    if diag.get("compare") == "methods":
+        layer = diag["layer"]
+        for m in METHODS:
+            params = diag["params"] if m == diag["method"] else default_params(m)
+            out.append(
+                {"name": m, "layer": layer, "method": m, "params": params, "init_from": None}
+            )
+        ref = diag["method"]
+    else:
+        ref = reference_layer(diag)
+        for layer in diag.get("layers") or []:
+            out.append(
+                {
+                    "name": layer,
+                    "layer": layer,
+                    "method": diag["method"],
+                    "params": diag["params"],
+                    "init_from": init_from(diag, layer, ref),
+                }
+            )
+    for v in out:
+        v["ref"] = ref
+    return out
 
 
 def reference_layer(diag: dict) -> str | None:

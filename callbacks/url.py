@@ -39,6 +39,7 @@ CONTROLS: list[tuple[str, str, str]] = [
     (ids.OVERLAYS, "value", "ov"),
     (ids.LAYERS_PICK, "value", "layers"),
     (ids.ALIGN, "value", "align"),
+    (ids.COMPARE, "value", "cmp"),
     (ids.TRUE_COL, "value", "true"),
     (ids.PRED_COL, "value", "pred"),
     (ids.CNORM, "value", "cnorm"),

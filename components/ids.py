@@ -96,6 +96,7 @@ TASKS_CANCEL = "tasks-cancel"
 # ----- layers side by side
 LAYERS_PICK = "layers-pick"
 ALIGN = "layers-align"
+COMPARE = "layers-compare"
 LAYERS_NOTICE = "layers-notice"
 LAYERS_GRID = "layers-grid"
 LAYER_GRAPH_TYPE = "layer-graph"

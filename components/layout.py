@@ -413,6 +413,18 @@ def layers_panel() -> html.Div:
             html.Div(
                 [
                     _field(
+                        "Compare",
+                        dcc.RadioItems(
+                            id=ids.COMPARE,
+                            options=[
+                                {"label": "layers", "value": "layers"},
+                                {"label": "PCA / t-SNE / UMAP", "value": "methods"},
+                            ],
+                            value="layers",
+                            className="inline-radio",
+                        ),
+                    ),
+                    _field(
                         "Layers (2–4)",
                         dcc.Dropdown(id=ids.LAYERS_PICK, multi=True, placeholder="layers"),
                     ),

@@ -107,7 +107,7 @@ def test_layers_side_by_side_aligned_and_linked(env):
     run_all(store, spec, diag)
     cells, _ = layers.grid(store, spec, diag, None)
     graphs = [g for c in cells for g in find(c, type(c.children[1]))]
-    assert [g.id["layer"] for g in graphs] == ["z", "z2"]
+    assert [g.id["view"] for g in graphs] == ["z", "z2"]
     # z2 is z[:, :4] * 2: after Procrustes its PCA map lies on top of z's
     raw = np.asarray(projection(store, ds, "z2", "pca")["coords"])
     ref = np.asarray(projection(store, ds, "z", "pca")["coords"])
@@ -120,13 +120,32 @@ def test_layers_side_by_side_aligned_and_linked(env):
         (c, int(np.flatnonzero(g.rows == 7)[0])) for c, g in enumerate(groups) if 7 in g.rows
     )
     event = {"points": [{"curveNumber": c + TRACE_OFFSET, "pointIndex": i}]}
-    rows = layers.linked_rows(store, spec, {"layer": "z"}, event)
+    rows = layers.linked_rows(store, spec, diag, {"view": "z"}, event)
     assert rows == [7]
-    gids = [{"type": ids.LAYER_GRAPH_TYPE, "layer": layer} for layer in ("z", "z2")]
+    gids = [{"type": ids.LAYER_GRAPH_TYPE, "view": layer} for layer in ("z", "z2")]
     patches = layers.highlight_patches(store, diag, gids, rows)
     xs = [p.to_plotly_json()["operations"][0]["params"]["value"] for p in patches]
     assert xs[0] == [pytest.approx(float(ref[7, 0]))]
     assert xs[1] == [pytest.approx(float(aligned[7, 0]))]
+
+
+def test_methods_side_by_side_linked(env):
+    store, ds = env
+    spec, diag = specs(store, f"?ds={ds}&tab=layers&layer=z&method=umap&n_neighbors=5&cmp=methods")
+    assert diag["compare"] == "methods"
+    kinds = {(t["kind"], t["method"]) for t in tasks.missing_tasks(store, spec, diag)}
+    assert {("projection", m) for m in ("pca", "tsne", "umap")} <= kinds
+    run_all(store, spec, diag)
+    cells, _ = layers.grid(store, spec, diag, None)
+    graphs = [g for c in cells for g in find(c, type(c.children[1]))]
+    assert sorted(g.id["view"] for g in graphs) == ["pca", "tsne", "umap"]
+    assert "computing" not in str(cells)
+    # the UMAP view uses the map's parameters, the others their defaults
+    umap = next(v for v in tasks.views(diag) if v["method"] == "umap")
+    assert umap["params"]["n_neighbors"] == 5 and umap["ref"] == "umap"
+    gids = [{"type": ids.LAYER_GRAPH_TYPE, "view": m} for m in ("pca", "tsne", "umap")]
+    patches = layers.highlight_patches(store, diag, gids, [3])
+    assert all(len(p.to_plotly_json()["operations"][0]["params"]["value"]) == 1 for p in patches)
 
 
 def test_map_overlays_centroids_and_trust(env):

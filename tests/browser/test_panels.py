@@ -1,5 +1,5 @@
-"""Diagnostics in a real headless Chromium on the demo: confusion cell -> gallery + map rings,
-and linked highlighting between the layer small multiples."""
+"""Diagnostics and sampling in a real headless Chromium on the demo: confusion cell -> gallery
++ map rings, linked highlighting between small multiples, and the sampling panel."""
 
 from __future__ import annotations
 
