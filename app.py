@@ -13,6 +13,7 @@ from pathlib import Path
 from dash import Dash, set_props
 from flask import abort, request, send_file
 from latentmap.callbacks import (
+    channels,
     datasets,
     diagnostics,
     layers,
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, celery_app=None) -> Dash:
         layers,
         diagnostics,
         sampling,
+        channels,
     ):
         module.register(app, settings)
     return app

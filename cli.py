@@ -21,6 +21,8 @@ examples:
       --model-kwargs '{"dim": 512}' --layer backbone --layer head --pool p90 --labels labels.csv
   latentmap encode ./scripted_model_inputs --model model.ts
   latentmap encode embeddings.npz            # precomputed vectors (+ metadata, thumbnails)
+  latentmap encode cache.npz --reduction all  # a seed-002 cache, with PCA, t-SNE and UMAP maps
+  latentmap encode ./images --labels boxes.csv --draw-bboxes --save-cache out.npz
 """
 
 
@@ -125,6 +127,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, help="DataLoader workers (default: auto)")
     e.add_argument("--name", help="display name of the dataset")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--draw-bboxes",
+        action="store_true",
+        help="draw the metadata's bounding boxes on the images before encoding (thumbnails "
+        "show the boxes either way)",
+    )
+    e.add_argument(
+        "--save-cache", metavar="PATH", help="also write the dataset as a seed-002 .npz cache"
+    )
+    e.add_argument(
+        "--group-captures",
+        action="store_true",
+        help="single-band files of one capture (IMG_0424_1.tif ... IMG_0424_5.tif) become one "
+        "multi-band item",
+    )
+    e.add_argument(
+        "--channel-analysis",
+        metavar="DIR",
+        help="after encoding, write per-category channel means / stds / spatial maps of every "
+        "layer as HTML into DIR",
+    )
+    e.add_argument(
+        "--channel-column", default="label", help="categories for --channel-analysis (label)"
+    )
+    e.add_argument(
+        "--groups",
+        metavar="FILE",
+        help="category-group mapping (YAML/JSON: group -> categories) saved with the dataset "
+        "for colouring, and used by --channel-analysis",
+    )
+    e.add_argument(
+        "--reduction",
+        choices=["pca", "tsne", "umap", "all"],
+        help="precompute these 2-D maps after encoding",
+    )
 
     r = sub.add_parser("reduce", help="precompute 2-D projections of a dataset")
     r.add_argument("dataset", help="dataset id or name (see `latentmap list`)")
@@ -149,18 +186,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default 8050)")
+    s.add_argument(
+        "--load-cache",
+        metavar="PATH",
+        help="import a seed-002 .npz cache (once: the same file gives the same dataset) and open it",
+    )
 
     sub.add_parser("list", help="list cached datasets and derived results")
 
     x = sub.add_parser(
         "export",
-        help="write a dataset as seed-002 .npz, CSV/parquet, or TensorBoard projector TSV",
+        help="write a dataset as seed-002 .npz, CSV/parquet, TensorBoard projector TSV, or its "
+        "maps as PNG/HTML",
     )
     x.add_argument("dataset", help="dataset id or name")
-    x.add_argument("--format", required=True, choices=["npz", "csv", "parquet", "tensorboard"])
     x.add_argument(
-        "--out", required=True, help="output file (npz/csv/parquet) or folder (tensorboard)"
+        "--format", required=True, choices=["npz", "csv", "parquet", "tensorboard", "png", "html"]
     )
+    x.add_argument(
+        "--out",
+        required=True,
+        help="output file (npz/csv/parquet/png/html) or folder (tensorboard)",
+    )
+    x.add_argument(
+        "--reduction",
+        choices=["pca", "tsne", "umap", "all"],
+        help="png/html: the map(s) drawn, all = PCA, t-SNE and UMAP side by side (default "
+        "umap); csv/parquet: add this map's coordinates",
+    )
+    x.add_argument(
+        "--color", metavar="COL", help="png/html: colour by this column (default: label)"
+    )
+    x.add_argument("--seed", type=int, default=0, help="png/html: seed of the maps (default 0)")
     x.add_argument("--layer", help="layer (default: the dataset's default layer)")
     x.add_argument(
         "--method",
@@ -313,7 +370,15 @@ def cmd_encode(args) -> int:
         rgb=tuple(args.rgb),
         seed=args.seed,
         max_spatial_bytes=settings.max_spatial_bytes,
+        draw_bboxes=args.draw_bboxes,
+        group_captures=args.group_captures,
     )
+    if args.groups:
+        from latentmap.pipeline.groups import load_groups
+
+        load_groups(args.groups)  # a bad mapping file fails before the encode, not after
+    if args.save_cache and Path(args.save_cache).suffix.lower() != ".npz":
+        raise ValueError(f"--save-cache must name a .npz file, got {args.save_cache}")
     bar = None
 
     def progress(done: int, total: int, message: str) -> None:
@@ -338,8 +403,85 @@ def cmd_encode(args) -> int:
         + (f", in {result.seconds:.1f} s" if not result.reused else "")
         + f": dataset {result.ds_id}"
     )
+    if args.reduction:
+        precompute_maps(store, result.ds_id, args.reduction, seed=args.seed)
+    groups = None
+    if args.groups:
+        from latentmap.pipeline.groups import load_groups, save_groups
+
+        groups = load_groups(args.groups)
+        name = Path(args.groups).stem
+        save_groups(store, result.ds_id, name, groups)
+        print(f"saved category groups {name!r} ({len(groups.names)} groups)")
+    if args.channel_analysis:
+        from latentmap.components.channel_figures import write_channel_analysis
+
+        for layer in store.layers(result.ds_id):
+            if "@" in layer:
+                continue
+            out = Path(args.channel_analysis) / layer
+            for path in write_channel_analysis(
+                store, result.ds_id, layer, args.channel_column, out, groups=groups
+            ):
+                print(f"wrote {path}")
+    if args.save_cache:
+        from latentmap.pipeline.exports import export_npz
+
+        m = store.manifest(result.ds_id)
+        layer = m.get("default_layer") or store.layers(result.ds_id)[-1]
+        print(f"wrote {export_npz(store, result.ds_id, layer, Path(args.save_cache))}")
     print(result.ds_id)
     return 0
+
+
+def precompute_maps(store, ds_id: str, reduction: str, *, seed: int = 0) -> list[tuple[str, str]]:
+    """Compute (or find cached) the ``reduction`` maps (pca | tsne | umap | all) of every layer
+    of a dataset, with a progress bar; returns the (method, layer) pairs."""
+    import time
+
+    from latentmap.pipeline.reduce import _LABELS, METHODS, projection
+    from tqdm import tqdm
+
+    methods = METHODS if reduction == "all" else (reduction,)
+    layers = [
+        name
+        for name, info in store.manifest(ds_id).get("layers", {}).items()
+        if not info.get("variant_of")
+    ]
+    done = []
+    for method in methods:
+        for layer in layers:
+            t0 = time.perf_counter()
+            label = f"{_LABELS[method]} of {layer}"
+            with tqdm(total=100, desc=label, unit="%", file=sys.stderr, disable=None) as bar:
+
+                def progress(frac: float, msg: str, bar=bar) -> None:
+                    bar.update(max(0, int(frac * 100) - bar.n))
+                    bar.set_postfix_str(msg[:50])
+
+                entry = projection(store, ds_id, layer, method, seed=seed, progress=progress)
+            for note in entry.info.get("notices", []):
+                print(f"note: {label}: {note}")
+            print(f"{method:5s} {layer}: {time.perf_counter() - t0:.1f} s")
+            done.append((method, layer))
+    return done
+
+
+def load_cache(store, path, *, max_spatial_bytes: int | None = None) -> str:
+    """Import a seed-002 ``.npz`` cache into the store and return its dataset id. Importing
+    is done once: the same content (even in another file) gives the same id again."""
+    from latentmap.pipeline.jobs import EncodeRequest, encode
+
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".npz":
+        raise ValueError(f"--load-cache takes a seed-002 .npz cache, got {p.name}")
+    extra = {} if max_spatial_bytes is None else {"max_spatial_bytes": int(max_spatial_bytes)}
+    result = encode(store, EncodeRequest(source=str(p), **extra))
+    for note in [] if result.reused else result.notices:
+        print(f"note: {note}", file=sys.stderr)
+    verb = "already imported" if result.reused else f"imported {result.n_encoded} items"
+    print(f"{p.name}: {verb}: dataset {result.ds_id}", file=sys.stderr)
+    return result.ds_id
 
 
 def cmd_reduce(args) -> int:
@@ -379,7 +521,12 @@ def cmd_serve(args) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     store = settings.store()
     ds = None
-    if args.dataset:
+    if args.load_cache and (args.dataset or args.demo):
+        other = "a dataset" if args.dataset else "--demo"
+        raise ValueError(f"give either --load-cache or {other}, not both")
+    if args.load_cache:
+        ds = load_cache(store, args.load_cache, max_spatial_bytes=settings.max_spatial_bytes)
+    elif args.dataset:
         ds = _resolve_dataset(store, args.dataset)
     elif args.demo or not store.list_datasets(include_incomplete=False):
         ds = build_demo(store)
@@ -449,17 +596,50 @@ def cmd_export(args) -> int:
     if layer not in m["layers"]:
         raise ValueError(f"dataset {ds} has no layer {layer!r}; it has: {', '.join(m['layers'])}")
     out = Path(args.out)
+    if args.reduction and args.format in ("npz", "tensorboard"):
+        raise ValueError(f"--reduction does not apply to --format {args.format}")
+    if args.color and args.format not in exports.MAP_FORMATS:
+        raise ValueError("--color applies to --format png or html")
     if args.format == "npz":
         path = exports.export_npz(store, ds, layer, out)
     elif args.format == "tensorboard":
         path, _ = exports.export_tensorboard(store, ds, layer, out)
         path = path.parent
+    elif args.format in exports.MAP_FORMATS:
+        from latentmap.pipeline.reduce import METHODS
+        from tqdm import tqdm
+
+        reduction = args.reduction or args.method or "umap"
+        methods = METHODS if reduction == "all" else (reduction,)
+        if out.suffix.lower() != f".{args.format}":
+            out = out.with_suffix(f".{args.format}")
+        with tqdm(total=100, desc="export", unit="%", file=sys.stderr, disable=None) as bar:
+
+            def progress(frac: float, msg: str) -> None:
+                bar.update(max(0, int(frac * 100) - bar.n))
+                bar.set_postfix_str(msg[:50])
+
+            path, notes = exports.export_maps(
+                store, ds, layer, methods, out, color=args.color, seed=args.seed, progress=progress
+            )
+        for note in notes:
+            print(f"note: {note}")
     else:
         coords = None
-        if args.method:
+        if args.reduction == "all":
+            raise ValueError(
+                f"--reduction all applies to --format png or html; for {args.format} pick one "
+                "of pca, tsne, umap"
+            )
+        if args.method and args.reduction and args.method != args.reduction:
+            raise ValueError(
+                f"--method {args.method} and --reduction {args.reduction} disagree: give one"
+            )
+        method = args.method or args.reduction
+        if method:
             from latentmap.pipeline.reduce import projection
 
-            coords = projection(store, ds, layer, args.method)["coords"]
+            coords = projection(store, ds, layer, method)["coords"]
         if out.suffix != f".{args.format}":
             out = out.with_suffix(f".{args.format}")
         path = exports.export_table(

@@ -246,13 +246,15 @@ def register(app: Dash, settings: Settings) -> None:
         Output(ids.MAP_PANEL, "style"),
         Output(ids.LAYERS_PANEL, "style"),
         Output(ids.DIAG_PANEL, "style"),
+        Output(ids.CHAN_PANEL, "style"),
         Input(ids.TAB, "value"),
     )
     def switch_tab(tab):
         return (
-            SHOWN_FLEX if tab not in ("layers", "diag") else HIDDEN,
+            SHOWN_FLEX if tab not in ("layers", "diag", "chan") else HIDDEN,
             SHOWN_BLOCK if tab == "layers" else HIDDEN,
             SHOWN_BLOCK if tab == "diag" else HIDDEN,
+            SHOWN_BLOCK if tab == "chan" else HIDDEN,
         )
 
     @app.callback(

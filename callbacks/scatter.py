@@ -185,6 +185,22 @@ def map_overlays(store, spec: dict, groups, done: dict | None, notices: list[str
                 notices.append(f"Centroids could not be computed: {err}")
             else:
                 waiting.append("centroids")
+    if spec.get("pool_pending"):
+        base, pool = spec["pool_pending"]
+        t = tasks.task("variant", ds, base, pool=pool)
+        if err := tasks.task_error(done, t):
+            notices.append(f"Pooling {base} by {pool} failed: {err}")
+        else:
+            waiting.append(f"{base} pooled by {pool} (showing it as encoded meanwhile)")
+    if spec.get("channel") is not None:
+        from latentmap.pipeline.spatial import channel_values
+
+        try:
+            vals = np.asarray(channel_values(store, ds, layer, int(spec["channel"])), np.float64)
+        except data.EXPECTED_ERRORS as e:
+            notices.append(f"Channel colouring: {e}")
+        else:
+            values = (vals, f"channel {int(spec['channel'])}", "range")
     if spec.get("sampling"):
         from latentmap.callbacks import sampling
 
@@ -198,7 +214,7 @@ def map_overlays(store, spec: dict, groups, done: dict | None, notices: list[str
         except data.EXPECTED_ERRORS as e:
             tr = None
             notices.append(f"Projection trust: {e}")
-        if tr is not None:
+        if tr is not None and values is None:
             values = (np.asarray(tr["recall"]), "k-NN recall")
             notices.append(
                 f"Colour = k-NN recall of each point (grey: unknown); trustworthiness "

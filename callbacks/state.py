@@ -40,8 +40,12 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
 SAMPLE_KEYS = tuple(SAMPLE_DEFAULTS)
 SAMPLE_DISTS = ("full", "diag", "gmm")
 MAX_SAMPLES_URL = 1000
-QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp", "cmp", *SAMPLE_KEYS)  # fmt: skip
-TABS = ("map", "layers", "diag")
+# channel analysis: column, statistic, category-group mapping, channel colouring the map
+CHANNEL_DEFAULTS: dict[str, Any] = {"ccol": None, "cstat": "means", "cgrp": None, "chan": None}
+CHANNEL_STATS = ("means", "stds", "maps")
+QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp", "cmp", "pool", *SAMPLE_KEYS, *CHANNEL_DEFAULTS)  # fmt: skip
+TABS = ("map", "layers", "diag", "chan")
+
 
 OVERLAYS = ("centroids", "ellipses", "trust")
 ALIGN_MODES = ("procrustes", "init")
@@ -80,6 +84,11 @@ class View:
     dmetric: str = "cosine"
     cell: tuple[str, str] | None = None
     sampling: dict[str, Any] = field(default_factory=lambda: dict(SAMPLE_DEFAULTS))
+    channels: dict[str, Any] = field(default_factory=lambda: dict(CHANNEL_DEFAULTS))
+    # spatial layers: the pooling asked for ("max", "p90:0,2"...); ``layer`` is the pooled
+    # variant once it exists, ``pool_pending`` = (base layer, pooling) while it is computed
+    pool: str | None = None
+    pool_pending: tuple[str, str] | None = None
     # derived: centroids follow the colour column when categorical, else the true labels
     centroid_col: str | None = None
     # dataset-dependent defaults of the fields above (URLs leave out what equals them)
@@ -94,6 +103,8 @@ class View:
         d["overlays"] = list(self.overlays)
         d["centroid_col"] = self.centroid_col
         d["sampling"] = sampling_json(self.sampling)
+        d["channel"] = self.channels.get("chan")
+        d["pool_pending"] = list(self.pool_pending) if self.pool_pending else None
         return d
 
     def diag_spec(self) -> dict[str, Any] | None:
@@ -114,6 +125,7 @@ class View:
             "cnorm": self.cnorm,
             "dmetric": self.dmetric,
             "cell": list(self.cell) if self.cell else None,
+            "channels": dict(self.channels),
         }
 
 
@@ -167,7 +179,7 @@ def to_query(view: View) -> str:
         return ""
     items: list[tuple[str, str]] = [("ds", view.dataset)]
     if view.layer:
-        items.append(("layer", view.layer))
+        items.append(("layer", view.layer.split("@")[0] if view.pool else view.layer))
     items.append(("method", view.method))
     items += [(k, _num(v)) for k, v in sorted(view.params.items())]
     items.append(("color", view.color or NONE))
@@ -203,6 +215,12 @@ def to_query(view: View) -> str:
         items.append(("dmetric", view.dmetric))
     if view.cell:
         items += [("ct", view.cell[0]), ("cp", view.cell[1])]
+    if view.pool:
+        items.append(("pool", view.pool))
+    for key, default in CHANNEL_DEFAULTS.items():
+        v = view.channels.get(key, default)
+        if v != default and v is not None:
+            items.append((key, str(v)))
     for key, default in SAMPLE_DEFAULTS.items():
         v = view.sampling.get(key, default)
         if v == default or v is None:
@@ -314,6 +332,8 @@ def resolve_view(
         layer = default_layer
     if layer is None:
         return View(dataset=ds), notices + [f"Dataset {ds} has no layers."]
+    layer, pool, pool_pending, more = _resolve_pool(store, ds, layer, raw.get("pool"), layers)
+    notices += more
     n_valid = int(store.valid_mask(ds, layer).sum())
     n = int(manifest.get("n", 0))
 
@@ -395,6 +415,8 @@ def resolve_view(
     notices += more
     sampling, more = resolve_sampling(raw, cols, n)
     notices += more
+    chans, more = resolve_channels(raw, cols)
+    notices += more
     cent = color if color and cols.get(color, {}).get("kind") == "categorical" else None
     view = View(
         ds,
@@ -411,6 +433,9 @@ def resolve_view(
         camera,
         **diag,
         sampling=sampling,
+        channels=chans,
+        pool=pool,
+        pool_pending=pool_pending,
         centroid_col=cent or diag["true_col"],
     )
     return view, notices
@@ -529,6 +554,8 @@ def raw_from_view(view: View) -> dict[str, Any]:
         "cnorm": "1" if view.cnorm else "0",
         "dmetric": view.dmetric,
         "cell": list(view.cell) if view.cell else None,
+        "pool": view.pool,
+        **dict(view.channels),
         **{k: (list(v) if isinstance(v, tuple) else v) for k, v in view.sampling.items()},
     }
     return raw
@@ -644,4 +671,68 @@ def resolve_sampling(
     for key in ("dec", "deck"):
         if given(key):
             out[key] = str(raw[key]).strip()[:_MAX_VALUE_LEN] or None
+    return out, notices
+
+
+# --------------------------------------------------------------------------- pooling, channels
+
+
+def _resolve_pool(store: Store, ds: str, layer: str, pool: Any, layers: list[str]):
+    """(layer to show, pooling, pending (base, pooling) or None, notices).
+
+    ``layer`` may already be a pooled variant ("conv@max"); ``pool`` "" / None / "default"
+    means the layer as encoded."""
+    from latentmap.pipeline.spatial import SpatialError, parse_variant, spatial_layers, variant_name
+
+    base = layer.split("@")[0] if "@" in layer and layer.split("@")[0] in layers else layer
+    if pool in (None, "", "default", NONE):
+        if base != layer:  # a variant picked in the layer menu
+            return layer, layer.split("@", 1)[1], None, []
+        return layer, None, None, []
+    try:
+        kind, chans = parse_variant(str(pool))
+    except SpatialError as e:
+        return base, None, None, [f"{e}; showing {base} as encoded."]
+    shapes = spatial_layers(store, ds)
+    if base not in shapes:
+        return (
+            base,
+            None,
+            None,
+            [
+                f"Layer {base} has no stored spatial latents to pool another way; showing it as encoded."
+            ],
+        )
+    c = shapes[base][0]
+    if chans and max(chans) >= c:
+        return base, None, None, [f"Channel {max(chans)} does not exist: {base} has {c} channels."]
+    name = variant_name(base, kind, chans)
+    spec = name.split("@", 1)[1]
+    if name in layers:
+        return name, spec, None, []
+    return base, spec, (base, spec), []
+
+
+def resolve_channels(
+    raw: dict[str, Any], cols: dict[str, dict]
+) -> tuple[dict[str, Any], list[str]]:
+    """The channel-analysis fields of a view."""
+    notices: list[str] = []
+    out = dict(CHANNEL_DEFAULTS)
+    ccol = raw.get("ccol")
+    if ccol not in (None, "", NONE):
+        if ccol in cols:
+            out["ccol"] = str(ccol)
+        else:
+            notices.append(f"No column {_short(ccol)} for the channel analysis; using the default.")
+    if raw.get("cstat") not in (None, ""):
+        out["cstat"] = _choice(raw, "cstat", CHANNEL_STATS, "channel statistic", notices)
+    if raw.get("cgrp") not in (None, "", NONE):
+        out["cgrp"] = str(raw["cgrp"])[:_MAX_VALUE_LEN]
+    if raw.get("chan") not in (None, ""):
+        c = _int(raw["chan"])
+        if c is None or c < 0:
+            notices.append(f"Channel {_short(raw['chan'])} is not a channel number; ignored.")
+        else:
+            out["chan"] = c
     return out, notices

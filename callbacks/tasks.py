@@ -37,6 +37,8 @@ LABELS = {
     "decode": "decoded samples",
     "path_xy": "interpolation path",
     "path_decode": "decoded path",
+    "variant": "pooling",
+    "channels": "channel analysis",
 }
 _METHODS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
@@ -76,6 +78,14 @@ def run_task(store: Store, t: dict[str, Any], progress=None) -> Any:
         return diag.layer_summary(store, ds, layer, t["true_col"], t.get("pred_col"))
     if kind == "confusion":
         return diag.confusion_distance_for(store, ds, layer, t["true_col"], t["pred_col"])
+    if kind == "variant":
+        from latentmap.pipeline.spatial import ensure_variant
+
+        return ensure_variant(store, ds, layer, t["pool"], progress=progress)
+    if kind == "channels":
+        from latentmap.pipeline.spatial import channel_analysis
+
+        return channel_analysis(store, ds, layer, t["column"], groups=t.get("groups"))
     if kind in SAMPLING_KINDS:
         from latentmap.callbacks import sampling
 
@@ -97,6 +107,9 @@ def lookup(store: Store, t: dict[str, Any]) -> Any:
 def needed_tasks(store: Store, spec: dict | None, diag: dict | None) -> list[dict[str, Any]]:
     """Everything the current map overlays and the open tab want to draw."""
     out: list[dict[str, Any]] = []
+    if spec and spec.get("pool_pending"):
+        base, pool = spec["pool_pending"]
+        out.append(task("variant", spec["dataset"], base, pool=pool))
     if spec and spec.get("layer"):
         ds, layer, method, params = spec["dataset"], spec["layer"], spec["method"], spec["params"]
         ov = set(spec.get("overlays") or ())
@@ -132,6 +145,10 @@ def needed_tasks(store: Store, spec: dict | None, diag: dict | None) -> list[dic
                     out.append(
                         task("trust", ds, v["layer"], method=v["method"], params=v["params"])
                     )
+        elif diag.get("tab") == "chan":
+            t = channel_task(diag)
+            if t:
+                out.append(t)
         elif diag.get("tab") == "diag" and diag.get("true_col"):
             true, pred = diag["true_col"], diag.get("pred_col")
             if pred:
@@ -176,6 +193,16 @@ def views(diag: dict) -> list[dict[str, Any]]:
     for v in out:
         v["ref"] = ref
     return out
+
+
+def channel_task(diag: dict) -> dict[str, Any] | None:
+    """The channel analysis the Channels tab shows (None without a categorical column)."""
+    ch = diag.get("channels") or {}
+    column = ch.get("ccol") or diag.get("true_col")
+    if not column:
+        return None
+    base = diag["layer"].split("@")[0]
+    return task("channels", diag["dataset"], base, column=column, groups=ch.get("cgrp"))
 
 
 def reference_layer(diag: dict) -> str | None:
@@ -248,7 +275,8 @@ def run_request(store: Store, request: dict | None, set_progress=None) -> dict |
 
         progress(0.0, f"{i + 1}/{n}: {describe(t)}")
         try:
-            run_task(store, t, progress=progress if t["kind"] == "projection" else None)
+            with_progress = t["kind"] in ("projection", "variant")
+            run_task(store, t, progress=progress if with_progress else None)
         except EXPECTED_ERRORS as e:
             log.warning("%s failed: %s", describe(t), e)
             errors.append({"task": t, "error": str(e)})

@@ -40,6 +40,12 @@ CONTROLS: list[tuple[str, str, str]] = [
     (ids.LAYERS_PICK, "value", "layers"),
     (ids.ALIGN, "value", "align"),
     (ids.COMPARE, "value", "cmp"),
+    (ids.POOL, "value", "pool"),
+    (ids.POOL_CHANS, "value", "pchan"),
+    (ids.CHAN_COL, "value", "ccol"),
+    (ids.CHAN_STAT, "value", "cstat"),
+    (ids.CHAN_GROUPS, "value", "cgrp"),
+    (ids.CHAN, "data", "chan"),
     (ids.TRUE_COL, "value", "true"),
     (ids.PRED_COL, "value", "pred"),
     (ids.CNORM, "value", "cnorm"),
@@ -74,6 +80,8 @@ OPTIONS = [
     ids.PRED_COL,
     ids.SAMPLE_REGION,
     ids.SAMPLE_VALUE,
+    ids.CHAN_COL,
+    ids.CHAN_GROUPS,
 ]
 # what a user change of one control resets (the rest of the view is kept)
 RESETS = {
@@ -96,7 +104,9 @@ RESETS = {
     ids.SAMPLE_REGION: ("sval", "srows"),
     ids.TRUE_COL: ("cell",),
     ids.PRED_COL: ("cell",),
-    ids.LAYER: ("cam",),
+    ids.LAYER: ("cam", "pool", "pchan", "chan"),
+    ids.POOL: ("cam",),
+    ids.POOL_CHANS: ("cam",),
     ids.METHOD: ("cam",),
     ids.PERPLEXITY: ("cam",),
     ids.N_NEIGHBORS: ("cam",),
@@ -117,6 +127,9 @@ def control_values(view: View) -> dict[str, Any]:
     raw["smp"] = ["1"] if view.sampling["smp"] else []
     raw["sbase"] = ["1"] if view.sampling["sbase"] else []
     raw["srows"] = list(view.sampling["srows"]) or None
+    pool, _, chans = (view.pool or "").partition(":")
+    raw["pool"] = pool or "default"
+    raw["pchan"] = chans
     return raw
 
 
@@ -138,6 +151,11 @@ def options(store, view: View) -> dict[str, list]:
     out[ids.LAYERS_PICK] = out[ids.LAYER]
     out[ids.TRUE_COL] = names
     out[ids.PRED_COL] = names
+    cat = [c for c in names if cols[c]["kind"] == "categorical"]
+    out[ids.CHAN_COL] = [c for c in cat if data.GROUP_SEP not in c]
+    from latentmap.pipeline.groups import list_groups
+
+    out[ids.CHAN_GROUPS] = list_groups(store, view.dataset)
     out[ids.SAMPLE_REGION] = [{"label": "the box / lasso selection", "value": "selection"}] + [
         c for c in names if cols[c]["kind"] == "categorical"
     ]
@@ -180,6 +198,9 @@ def sync(
         raw = {key: values.get(key) for _, _, key in CONTROLS}
         raw["color"] = raw["color"] or None
         raw["cnorm"] = "1" if raw.get("cnorm") else "0"
+        pchan = str(raw.pop("pchan", "") or "").replace(" ", "")
+        if raw.get("pool") not in (None, "", "default") and pchan:
+            raw["pool"] = f"{raw['pool']}:{pchan}"
         for key in ("true", "pred"):
             if raw.get(key) is None:
                 raw[key] = NONE  # a cleared dropdown means "no column", not "default"
@@ -228,7 +249,12 @@ def register(app: Dash, settings: Settings) -> None:
     inputs = (
         [Input(ids.LOCATION, "search")]
         + [Input(i, p) for i, p, _ in CONTROLS]
-        + [Input(ids.REDUCE_CANCEL, "n_clicks"), Input(ids.DATASETS_VERSION, "data")]
+        + [
+            Input(ids.REDUCE_CANCEL, "n_clicks"),
+            Input(ids.DATASETS_VERSION, "data"),
+            Input(ids.TASKS_DONE, "data"),
+            Input(ids.GROUPS_VERSION, "data"),
+        ]
     )
     states = [State(ids.SHOWN, "data"), State(ids.SPEC, "data"), State(ids.DIAG_SPEC, "data")]
 
@@ -236,7 +262,7 @@ def register(app: Dash, settings: Settings) -> None:
     def url_sync(search, *args):
         n = len(CONTROLS)
         values = {key: v for (_, _, key), v in zip(CONTROLS, args[:n], strict=True)}
-        shown, spec, diag_spec = args[n + 2], args[n + 3], args[n + 4]
+        shown, spec, diag_spec = args[n + 4], args[n + 5], args[n + 6]
         store = settings.store()
         try:
             out = sync(

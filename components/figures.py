@@ -363,18 +363,31 @@ def marked_trace(coords: np.ndarray | None = None, rows: Any = None) -> dict:
     }
 
 
-def _point_values_trace(trace: dict, g: Group, values: np.ndarray, title: str, first: bool):
-    """Recolour a point trace by per-row ``values`` (shared 0..1 scale, one colour bar)."""
+def _point_values_trace(
+    trace: dict, g: Group, values: np.ndarray, title: str, first: bool, rng=None
+):
+    """Recolour a point trace by per-row ``values``: a 0..1 share (grey = unknown) on one
+    shared scale, or (``rng`` = (lo, hi)) any values on Viridis. One colour bar."""
     if g.kind == "dim":
         return
     v = np.asarray(values, dtype=np.float64)[g.rows]
-    trace["marker"].update(
-        color=typed_array(np.where(np.isfinite(v), v, -1.0)),
-        colorscale=[[0.0, "#9a9a9a"], [0.0001, "#b2182b"], [0.5, "#fddbc7"], [1.0, "#2166ac"]],
-        cmin=-0.0001,
-        cmax=1.0,
-        showscale=first,
-    )
+    if rng is None:
+        trace["marker"].update(
+            color=typed_array(np.where(np.isfinite(v), v, -1.0)),
+            colorscale=[[0.0, "#9a9a9a"], [0.0001, "#b2182b"], [0.5, "#fddbc7"], [1.0, "#2166ac"]],
+            cmin=-0.0001,
+            cmax=1.0,
+            showscale=first,
+        )
+    else:
+        lo, hi = rng
+        trace["marker"].update(
+            color=typed_array(np.where(np.isfinite(v), v, lo)),
+            colorscale="Viridis",
+            cmin=lo,
+            cmax=hi if hi > lo else lo + 1.0,
+            showscale=first,
+        )
     if first:
         trace["marker"]["colorbar"] = {"title": {"text": title}, "thickness": 12, "len": 0.6}
 
@@ -390,7 +403,7 @@ def scatter_figure(
     uirevision: str = "",
     highlight: dict | None = None,
     marked: dict | None = None,
-    point_values: tuple[np.ndarray, str] | None = None,
+    point_values: tuple | None = None,
     overlays: list[dict] | None = None,
     showlegend: bool = True,
 ) -> dict[str, Any]:
@@ -423,8 +436,15 @@ def scatter_figure(
     traces = [_trace(g, coords, meta, color, symbols, size) for g in groups]
     if point_values is not None:
         first = True
+        rng = None
+        if len(point_values) > 2:  # (values, title, "range"): any scale, min..max of the values
+            v = np.asarray(point_values[0], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            rng = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
         for t, g in zip(traces, groups, strict=True):
-            _point_values_trace(t, g, point_values[0], point_values[1], first and g.kind != "dim")
+            _point_values_trace(
+                t, g, point_values[0], point_values[1], first and g.kind != "dim", rng
+            )
             first = first and g.kind == "dim"
     data += traces
     data += sym_legend

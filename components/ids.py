@@ -150,6 +150,25 @@ PATH_GALLERY = "path-gallery"
 SAMPLE_FOCUS = "sample-focus"  # index of the sample whose top-k is shown
 
 
+# ----- spatial pooling and channel analysis
+POOL = "pool"
+POOL_CHANS = "pool-channels"
+POOL_BOX = "pool-box"
+CHAN_PANEL = "chan-panel"
+CHAN_COL = "chan-column"
+CHAN_STAT = "chan-stat"
+CHAN_GROUPS = "chan-groups"
+CHAN = "chan-selected"  # channel colouring the map, or None
+CHAN_CLEAR = "chan-clear"
+CHAN_NOTICE = "chan-notice"
+CHAN_GRAPH = "chan-graph"
+GROUPS_NAME = "groups-name"
+GROUPS_TEXT = "groups-text"
+GROUPS_SAVE = "groups-save"
+GROUPS_NOTICE = "groups-notice"
+GROUPS_VERSION = "groups-version"
+
+
 def all_ids() -> list[str]:
     """Every plain string id defined here (pattern types excluded)."""
     return [

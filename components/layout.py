@@ -55,9 +55,44 @@ def header() -> html.Header:
     )
 
 
+def pool_controls() -> html.Div:
+    return html.Div(
+        [
+            _field(
+                "Pooling of the spatial latents",
+                dcc.Dropdown(
+                    id=ids.POOL,
+                    clearable=False,
+                    value="default",
+                    options=[
+                        {"label": "as encoded", "value": "default"},
+                        {"label": "mean", "value": "mean"},
+                        {"label": "max", "value": "max"},
+                        {"label": "median (p50)", "value": "p50"},
+                        {"label": "90th percentile", "value": "p90"},
+                        {"label": "flatten (C·H·W)", "value": "flatten"},
+                    ],
+                ),
+            ),
+            _field(
+                "Channels",
+                dcc.Input(
+                    id=ids.POOL_CHANS,
+                    type="text",
+                    placeholder="all (or 0,2,5 or 0-3)",
+                    debounce=True,
+                ),
+            ),
+        ],
+        id=ids.POOL_BOX,
+        style=HIDDEN,
+    )
+
+
 def projection_controls() -> html.Section:
     return _section(
         "Projection",
+        pool_controls(),
         dcc.RadioItems(
             id=ids.METHOD,
             options=[
@@ -386,6 +421,7 @@ def tabs() -> html.Div:
                     {"label": "Map", "value": "map"},
                     {"label": "Layers side by side", "value": "layers"},
                     {"label": "Diagnostics", "value": "diag"},
+                    {"label": "Channels", "value": "chan"},
                 ],
                 value="map",
                 className="tabs",
@@ -524,6 +560,70 @@ def diag_panel() -> html.Div:
     )
 
 
+def chan_panel() -> html.Div:
+    return html.Div(
+        [
+            html.Div(
+                [
+                    _field("Per category of", dcc.Dropdown(id=ids.CHAN_COL, placeholder="label")),
+                    _field(
+                        "Show",
+                        dcc.RadioItems(
+                            id=ids.CHAN_STAT,
+                            options=[
+                                {"label": "channel means", "value": "means"},
+                                {"label": "channel std", "value": "stds"},
+                                {"label": "spatial mean maps", "value": "maps"},
+                            ],
+                            value="means",
+                            className="inline-radio",
+                        ),
+                    ),
+                    _field(
+                        "Category groups",
+                        dcc.Dropdown(id=ids.CHAN_GROUPS, placeholder="no grouping"),
+                    ),
+                    html.Button("Stop colouring by channel", id=ids.CHAN_CLEAR, className="btn"),
+                ],
+                className="panel-controls",
+            ),
+            html.Div(
+                "Click a cell to colour the map by that channel's value.", className="field-hint"
+            ),
+            html.Div(id=ids.CHAN_NOTICE),
+            dcc.Graph(
+                id=ids.CHAN_GRAPH,
+                figure=empty_figure(""),
+                config={"displaylogo": False},
+                className="diag-graph",
+            ),
+            html.Details(
+                [
+                    html.Summary("Category groups: add or edit a mapping"),
+                    html.Div(
+                        "YAML or JSON: group → categories, optional colour, e.g. "
+                        '{"animals": ["cat", "dog"], "vehicles": {"categories": '
+                        '["car"], "color": "#d62728"}}. Saved per dataset; every '
+                        "categorical column it applies to gets a grouped twin (column ▸ name) "
+                        "for colouring, filtering and centroids.",
+                        className="field-hint",
+                    ),
+                    _field(
+                        "Name", dcc.Input(id=ids.GROUPS_NAME, type="text", placeholder="coarse")
+                    ),
+                    dcc.Textarea(id=ids.GROUPS_TEXT, className="groups-text"),
+                    html.Button("Save mapping", id=ids.GROUPS_SAVE, className="btn btn-primary"),
+                    html.Div(id=ids.GROUPS_NOTICE),
+                ],
+                className="groups-editor",
+            ),
+        ],
+        id=ids.CHAN_PANEL,
+        className="tab-panel",
+        style=HIDDEN,
+    )
+
+
 def map_view() -> html.Div:
     return html.Div(
         [
@@ -555,7 +655,7 @@ def map_view() -> html.Div:
 
 def main_panel() -> html.Main:
     return html.Main(
-        [tabs(), map_view(), layers_panel(), diag_panel()],
+        [tabs(), map_view(), layers_panel(), diag_panel(), chan_panel()],
         className="map-panel",
     )
 
@@ -617,6 +717,8 @@ def stores() -> html.Div:
             dcc.Store(id=ids.DIAG_SPEC),
             dcc.Store(id=ids.CELL),
             dcc.Store(id=ids.SAMPLE_ROWS),
+            dcc.Store(id=ids.CHAN),
+            dcc.Store(id=ids.GROUPS_VERSION, data=0),
             dcc.Store(id=ids.SAMPLE_FOCUS),
             dcc.Store(id=ids.INTERP_A),
             dcc.Store(id=ids.INTERP_B),

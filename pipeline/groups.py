@@ -259,7 +259,7 @@ def _unquote(text: str, source: str, lineno: int) -> str:
             except json.JSONDecodeError:
                 return inner
         return inner.replace("''", "'")
-    if text[:1] in "'\"":
+    if text and text[0] in "'\"":
         raise GroupsError(f"{source} line {lineno}: unterminated quote in {text!r}")
     return text
 
@@ -306,7 +306,7 @@ def _value(text: str, source: str, lineno: int) -> Any:
 
 def _key_value(text: str, source: str, lineno: int) -> tuple[str, str] | None:
     """``key: rest`` -> (key, rest); None if the text is not a mapping entry."""
-    if text[:1] in "'\"":
+    if text and text[0] in "'\"":
         q = text[0]
         end = text.find(q, 1)
         if end < 0:
@@ -336,7 +336,9 @@ def parse_yaml_subset(text: str, source: str = "mapping") -> Any:
         return None
     pos = 0
 
-    def block(indent: int) -> Any:
+    def block(indent: int, inline_list: bool = False) -> Any:
+        """The block at ``indent``; ``inline_list``: a list written at its key's indentation
+        (it ends at the next line that is not an item)."""
         nonlocal pos
         lineno, _, first = lines[pos]
         if first == "-" or first.startswith("- "):
@@ -344,6 +346,8 @@ def parse_yaml_subset(text: str, source: str = "mapping") -> Any:
             while pos < len(lines) and lines[pos][1] == indent:
                 ln, _, t = lines[pos]
                 if not (t == "-" or t.startswith("- ")):
+                    if inline_list:
+                        break
                     raise GroupsError(f"{source} line {ln}: expected '- item' in a list")
                 item = t[1:].strip()
                 pos += 1
@@ -369,7 +373,7 @@ def parse_yaml_subset(text: str, source: str = "mapping") -> Any:
             elif pos < len(lines) and lines[pos][1] > indent:
                 out[key] = block(lines[pos][1])
             elif pos < len(lines) and lines[pos][1] == indent and lines[pos][2].startswith("-"):
-                out[key] = block(indent)  # a list at the key's own indentation
+                out[key] = block(indent, inline_list=True)
             else:
                 out[key] = None
         return out
@@ -452,9 +456,7 @@ def _read_all(store: Store, ds_id: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def save_groups(
-    store: Store, ds_id: str, name: str, groups: Groups | Mapping[str, Any]
-) -> Groups:
+def save_groups(store: Store, ds_id: str, name: str, groups: Groups | Mapping[str, Any]) -> Groups:
     """Keep ``groups`` under ``name`` for the dataset (replacing one of that name)."""
     _check_name(name)
     g = groups if isinstance(groups, Groups) else parse_groups(groups, f"mapping {name!r}")

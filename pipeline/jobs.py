@@ -70,6 +70,8 @@ class EncodeRequest:
     rgb: tuple[int, int, int] = (0, 1, 2)
     max_spatial_bytes: int = 2 * 1024**3
     seed: int = 0
+    draw_bboxes: bool = False  # draw the metadata's boxes on the images the model sees
+    group_captures: bool = False  # single-band files of one capture -> one multi-band item
 
 
 @dataclass
@@ -105,27 +107,47 @@ def _auto_workers(n: int) -> int:
 
 
 class ItemDataset:
-    """Map-style dataset for torch's DataLoader: (index, model input, thumbnail, error)."""
+    """Map-style dataset for torch's DataLoader: (index, model input, thumbnail, error,
+    (boxes clipped, boxes dropped)).
 
-    def __init__(self, source, preprocess, rgb, thumb_size):
+    ``boxes`` (a :class:`~latentmap.pipeline.bboxes.BoxSet`): each item's boxes are drawn on
+    its thumbnail, and with ``draw_input`` also on the image before it reaches the model.
+    """
+
+    def __init__(self, source, preprocess, rgb, thumb_size, boxes=None, draw_input=False):
         self.source = source
         self.preprocess = preprocess
         self.rgb = rgb
         self.thumb_size = thumb_size
+        self.boxes = boxes
+        self.draw_input = draw_input
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int):
+        from latentmap.pipeline.bboxes import draw_boxes, draw_on_png, to_pixels
         from latentmap.pipeline.images import make_thumbnail
 
         try:
             arr = self.source.load(i)
+            boxes, clip = [], (0, 0)
+            if self.boxes is not None and self.boxes.boxes[i]:
+                h, w = arr.shape[-2:]
+                boxes, clipped, dropped = to_pixels(
+                    self.boxes.boxes[i], w, h, normalized=self.boxes.normalized
+                )
+                clip = (clipped, dropped)
+                if self.draw_input and boxes:
+                    arr = draw_boxes(arr, boxes)
             x = self.preprocess(arr)
             thumb = make_thumbnail(arr, rgb=self.rgb, size=self.thumb_size)
-            return i, x, thumb, None
+            if boxes:
+                h, w = arr.shape[-2:]
+                thumb = draw_on_png(thumb, boxes, normalized=False, source_size=(w, h))[0]
+            return i, x, thumb, None, clip
         except (ValueError, OSError, MemoryError) as e:  # ImageReadError is a ValueError
-            return i, None, None, str(e).splitlines()[0][:200] or type(e).__name__
+            return i, None, None, str(e).splitlines()[0][:200] or type(e).__name__, (0, 0)
 
 
 def collate_list(batch):
@@ -166,11 +188,23 @@ def encode(
         raise EncodeError(f"--num-samples must be at least 1, got {req.num_samples}")
     pool = parse_pool(req.pool)
     try:
-        src = open_source(req.source, labels=req.labels, num_samples=req.num_samples, seed=req.seed)
+        src = open_source(
+            req.source,
+            labels=req.labels,
+            num_samples=req.num_samples,
+            seed=req.seed,
+            group_captures=req.group_captures,
+        )
     except SourceError as e:
         raise EncodeError(str(e)) from None
     if isinstance(src, EmbeddingsSource):
+        if req.draw_bboxes:
+            raise EncodeError(
+                "--draw-bboxes draws boxes on images before encoding: give an image folder, "
+                f"not an embeddings file ({Path(req.source).name})"
+            )
         return _import_embeddings(store, src, req, pool, t0)
+    boxset = _item_boxes(src, req)
 
     try:
         model = load_model(
@@ -212,6 +246,8 @@ def encode(
         "predictions": req.predictions,
         "thumb": [list(req.rgb), req.thumb_size],
     }
+    if boxset is not None and boxset.n_boxes:
+        key["bboxes"] = {**boxset.describe(), "on_input": bool(req.draw_bboxes)}
     ds_id = key_hash(key, n=16)
     if store.has_dataset(ds_id):
         m = store.manifest(ds_id)
@@ -223,7 +259,21 @@ def encode(
             reused=True,
         )
     job = _EncodeJob(store, ds_id, src, replace(model, preprocess=pre), layers, pool, req)
+    job.boxset = boxset if boxset is not None and boxset.n_boxes else None
     return job.run(key, progress=progress, should_cancel=should_cancel, t0=t0)
+
+
+def _item_boxes(src, req: EncodeRequest):
+    """The items' bounding boxes from their metadata (None when it has none); with
+    ``req.draw_bboxes`` a dataset without readable boxes is an error."""
+    from latentmap.pipeline.bboxes import BBoxError, find_boxes, require_boxes
+
+    try:
+        if req.draw_bboxes:
+            return require_boxes(src.metadata)
+        return find_boxes(src.metadata)
+    except BBoxError as e:
+        raise EncodeError(f"--draw-bboxes: {e}" if req.draw_bboxes else str(e)) from None
 
 
 def _demo_weights(store: Store) -> Path:
@@ -244,6 +294,7 @@ class _EncodeJob:
         self.dir = store.dataset_dir(ds_id)
         self.parts = self.dir / "parts"
         self.thumbs = store.thumb_dir(ds_id)
+        self.boxset = None  # BoxSet drawn on thumbnails (and inputs with req.draw_bboxes)
 
     # ----- state
     def _start_manifest(self, key: dict) -> dict:
@@ -256,8 +307,11 @@ class _EncodeJob:
         except Exception:  # noqa: BLE001 - an unreadable manifest means starting over
             shutil.rmtree(self.dir, ignore_errors=True)
         self.batch_size = int(self.req.batch_size)
+        name = self.req.name or _default_name(self.req.source)
+        if self.req.draw_bboxes and not self.req.name:
+            name += " (boxes drawn)"
         m = {
-            "name": self.req.name or _default_name(self.req.source),
+            "name": name,
             "status": "encoding",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "source": {
@@ -309,7 +363,14 @@ class _EncodeJob:
         state = m.get("encode_state", {})
         workers = self.req.workers if self.req.workers is not None else _auto_workers(n)
         loader = torch.utils.data.DataLoader(
-            ItemDataset(self.src, self.model.preprocess, self.req.rgb, self.req.thumb_size),
+            ItemDataset(
+                self.src,
+                self.model.preprocess,
+                self.req.rgb,
+                self.req.thumb_size,
+                boxes=self.boxset,
+                draw_input=self.req.draw_bboxes,
+            ),
             batch_sampler=[batches[b] for b in todo],
             num_workers=workers,
             collate_fn=collate_list,
@@ -373,9 +434,14 @@ class _EncodeJob:
     def _encode_batch(self, b: int, batch, hooked, device, state: dict) -> dict:
         import torch
 
-        ok = [(i, x, th) for i, x, th, err in batch if err is None]
-        errors = [(self.src.items[i], err) for i, _x, _th, err in batch if err is not None]
+        ok = [(i, x, th) for i, x, th, err, _clip in batch if err is None]
+        errors = [(self.src.items[i], err) for i, _x, _th, err, _clip in batch if err is not None]
         arrays: dict[str, np.ndarray] = {"idx": np.array([i for i, _, _ in ok], dtype=np.int64)}
+        if self.boxset is not None:
+            clips = [clip for *_rest, clip in batch]
+            arrays["boxes_clipped"] = np.array(
+                [sum(c[0] for c in clips), sum(c[1] for c in clips)], dtype=np.int64
+            )
         if ok:
             shapes = {x.shape for _, x, _ in ok}
             if len(shapes) > 1:
@@ -433,9 +499,12 @@ class _EncodeJob:
 
         parts = sorted(self.parts.glob("*.npz")) if self.parts.is_dir() else []
         idx_list, vecs, spat, preds, scores, skipped = [], {}, {}, [], [], []
+        box_clip = np.zeros(2, dtype=np.int64)
         for p in parts:
             with np.load(p, allow_pickle=False) as z:
                 idx_list.append(z["idx"])
+                if "boxes_clipped" in z.files:
+                    box_clip += z["boxes_clipped"]
                 skipped.extend(tuple(e) for e in json.loads(str(z["errors"])))
                 for li, layer in enumerate(self.layers):
                     if f"v{li}" in z.files:
@@ -479,6 +548,15 @@ class _EncodeJob:
             layers_info[layer] = info
         meta = self.src.metadata.iloc[idx].reset_index(drop=True).copy()
         notices = list(getattr(self.src, "notices", []))
+        if self.boxset is not None:
+            from latentmap.pipeline.bboxes import clip_notice
+
+            notices += self.boxset.notices
+            where = "on the images and thumbnails" if self.req.draw_bboxes else "on thumbnails"
+            notices.append(f"bounding boxes ({self.boxset.source}) drawn {where}")
+            note = clip_notice(int(box_clip[0]), int(box_clip[1]))
+            if note:
+                notices.append(note)
         if preds:
             pred = np.concatenate(preds)
             meta["pred"], note = _name_predictions(pred, meta)
@@ -544,6 +622,8 @@ def _default_name(source: str) -> str:
 
 
 def _import_embeddings(store: Store, src, req: EncodeRequest, pool: str, t0: float) -> EncodeResult:
+    from latentmap.pipeline.bboxes import BBoxError, find_boxes
+
     key = {
         "kind": "dataset",
         "version": ENCODE_VERSION,
@@ -551,6 +631,14 @@ def _import_embeddings(store: Store, src, req: EncodeRequest, pool: str, t0: flo
         "pool": pool,
         "layer": src.layer,
     }
+    try:
+        boxset = find_boxes(src.metadata) if src.thumbnails is not None else None
+    except BBoxError as e:
+        raise EncodeError(str(e)) from None
+    if boxset is not None and boxset.n_boxes:
+        key["bboxes"] = {**boxset.describe(), "on_input": False}
+    else:
+        boxset = None
     ds_id = key_hash(key, n=16)
     if store.has_dataset(ds_id):
         m = store.manifest(ds_id)
@@ -566,12 +654,19 @@ def _import_embeddings(store: Store, src, req: EncodeRequest, pool: str, t0: flo
     else:
         pooled = v
     notices = list(src.notices)
+    thumbnails = src.thumbnails
+    if boxset is not None and thumbnails is not None:
+        from latentmap.pipeline.bboxes import draw_on_thumbnails
+
+        thumbnails, box_notes = draw_on_thumbnails(thumbnails, boxset)
+        notices.append(f"bounding boxes ({boxset.source}) drawn on thumbnails")
+        notices += box_notes
     write_dataset(
         store,
         name=req.name or _default_name(req.source),
         vectors={src.layer: pooled},
         metadata=src.metadata,
-        thumbnails=src.thumbnails,
+        thumbnails=thumbnails,
         spatial=spatial,
         source={"kind": "embeddings", "path": str(Path(req.source).expanduser().resolve())},
         model={"spec": "precomputed"},

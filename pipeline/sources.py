@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,7 @@ VECTOR_COLUMNS = (
     "feature",
 )
 THUMBNAIL_COLUMNS = ("thumbnail", "thumbnails", "thumb")
+SEED002_KEYS = ("latents", "metadata", "thumbnails")
 EMBEDDING_EXTS = (".npy", ".npz", ".parquet", ".csv")
 _SKIP_DIRS = {"__MACOSX", "__pycache__"}
 
@@ -412,7 +414,26 @@ class EmbeddingsSource:
         """Content digest of the file (and labels file) plus the options used to open it."""
         labels = self.options.get("labels")
         labels_digest = file_digest(labels) if labels else None
-        return _sha(["embeddings", file_digest(self.path), labels_digest, self.options])
+        digest = npz_digest(self.path) if self.path.suffix.lower() == ".npz" else None
+        return _sha(["embeddings", digest or file_digest(self.path), labels_digest, self.options])
+
+
+def npz_digest(path: str | Path, chunk: int = 1 << 20) -> str | None:
+    """Digest of an .npz file's arrays (names and uncompressed bytes), not of the zip around
+    them: the same arrays saved twice (other timestamps, other compression) digest alike.
+    None when the file is not a readable zip."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            h = hashlib.sha256(b"npz\x00")
+            for name in sorted(zf.namelist()):
+                h.update(name.encode() + b"\x00")
+                with zf.open(name) as f:
+                    while block := f.read(chunk):
+                        h.update(block)
+                h.update(b"\x00")
+            return h.hexdigest()
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError):
+        return None
 
 
 def _first_line(e: BaseException) -> str:
@@ -478,6 +499,13 @@ def decode_thumbnail(value: Any) -> bytes | None:
         return None
 
 
+def invalid_thumbnails_notice(bad: int) -> str:
+    """The line shown when ``bad`` thumbnails could not be decoded."""
+    if bad == 1:
+        return "1 thumbnail was not a valid base64 image: shown without an image"
+    return f"{bad} thumbnails were not valid base64 images: shown without images"
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
 
@@ -524,6 +552,46 @@ def _metadata_frame(obj: Any, path: Path) -> pd.DataFrame:
     )
 
 
+def _has_dict(v: Any) -> bool:
+    if isinstance(v, dict):
+        return True
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return any(_has_dict(x) for x in v)
+    return False
+
+
+def _json_cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, (list, tuple, dict, np.ndarray)):
+        return json.dumps(v, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    return str(v)
+
+
+def storable_metadata(meta: pd.DataFrame) -> pd.DataFrame:
+    """Metadata the store's parquet file can hold: a column mixing kinds of values (numbers
+    and text, lists and numbers) becomes text, and nested objects (``{"bbox": ..., "label":
+    ...}``) become JSON text; lists of numbers stay lists."""
+    import pyarrow as pa
+
+    out = meta
+    for col in meta.columns:
+        if meta[col].dtype != object:
+            continue
+        values = meta[col].tolist()
+        convert = any(_has_dict(v) for v in values)
+        if not convert:
+            try:
+                pa.array(values, from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+                convert = True
+        if convert:
+            if out is meta:
+                out = meta.copy()
+            out[col] = [_json_cell(v) for v in values]
+    return out
+
+
 def _ensure_ids(meta: pd.DataFrame, n: int) -> pd.DataFrame:
     meta = meta.reset_index(drop=True)
     if "id" not in meta.columns:
@@ -544,9 +612,7 @@ def _id_text(value: Any, row: int) -> str:
 
 def _check_length(what: str, count: int, vectors_name: str, n: int, path: Path) -> None:
     if count != n:
-        raise SourceError(
-            f"{path.name}: {what} has {count} entries but {vectors_name} has {n} rows"
-        )
+        raise SourceError(f"{path.name}: {vectors_name} has {n} items but {what} has {count}")
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -580,6 +646,11 @@ def _read_npz(
             vkey = key
         else:
             found = [k for k in VECTOR_KEYS if k in names]
+            if not found and ("metadata" in names or "thumbnails" in names):
+                raise SourceError(
+                    f"{path.name} has no 'latents' array (a seed-002 cache holds "
+                    f"{', '.join(SEED002_KEYS)}); it has: {', '.join(names)}"
+                )
             if not found:
                 raise SourceError(
                     f"{path.name} has no vectors array (looked for {', '.join(VECTOR_KEYS)}); "
@@ -611,7 +682,7 @@ def _read_npz(
                 meta = _metadata_frame([_parse_json_item(v, path) for v in raw.tolist()], path)
             else:
                 raise SourceError(f"{path.name}: 'metadata' has shape {raw.shape}")
-            _check_length("metadata", len(meta), f"'{vkey}'", n, path)
+            _check_length("metadata", len(meta), vkey, n, path)
         thumbs: list[Any] | None = None
         if "thumbnails" in names and vkey != "thumbnails":
             raw = get("thumbnails")
@@ -623,7 +694,14 @@ def _read_npz(
                 thumbs = raw.tolist()
             else:
                 raise SourceError(f"{path.name}: 'thumbnails' has shape {raw.shape}")
-            _check_length("thumbnails", len(thumbs), f"'{vkey}'", n, path)
+            _check_length("thumbnails", len(thumbs), vkey, n, path)
+        if vkey == "latents" and ("metadata" in names or "thumbnails" in names):
+            missing = [k for k in SEED002_KEYS if k not in names]
+            if missing:
+                raise SourceError(
+                    f"{path.name} has no {' or '.join(repr(k) for k in missing)} array (a "
+                    f"seed-002 cache holds {', '.join(SEED002_KEYS)}); it has: {', '.join(names)}"
+                )
         extra = {}
         for name in names:
             if name in (vkey, "metadata", "thumbnails"):
@@ -796,6 +874,7 @@ def open_embeddings(
         )
     n = len(vectors)
     meta = _ensure_ids(meta if meta is not None else pd.DataFrame(index=range(n)), n)
+    meta = storable_metadata(meta)
     if meta["id"].duplicated().any():
         dup = int(meta["id"].duplicated().sum())
         notices.append(
@@ -807,11 +886,7 @@ def open_embeddings(
     if thumbs_raw is not None:
         thumbnails, bad = decode_thumbnails(thumbs_raw)
         if bad:
-            notices.append(
-                f"{bad} thumbnails were not valid images"
-                if bad != 1
-                else "1 thumbnail was not a valid image"
-            )
+            notices.append(invalid_thumbnails_notice(bad))
     labels_path = Path(labels).expanduser() if labels is not None else None
     if labels_path is not None:
         meta, more = _join_embedding_labels(meta, load_labels_table(labels_path), labels_path)
@@ -870,14 +945,22 @@ def _join_embedding_labels(
 # --------------------------------------------------------------------------- dispatch
 
 
-def open_source(path: str | Path, **kw: Any) -> ImageFolderSource | EmbeddingsSource:
-    """A folder -> :func:`open_image_folder`; an embeddings file -> :func:`open_embeddings`."""
+def open_source(
+    path: str | Path, *, group_captures: bool = False, **kw: Any
+) -> ImageFolderSource | EmbeddingsSource:
+    """A folder -> :func:`open_image_folder` (or, ``group_captures``, one multi-band item per
+    capture of single-band files: ``pipeline.captures.open_capture_folder``); an embeddings
+    file -> :func:`open_embeddings`."""
     p = Path(path).expanduser()
     if not p.exists():
         raise SourceError(f"not found: {p}")
     if p.is_dir():
         allowed = {"labels", "num_samples", "seed", "extensions"}
         opener: Any = open_image_folder
+        if group_captures:
+            from latentmap.pipeline.captures import open_capture_folder
+
+            opener = open_capture_folder
     elif p.suffix.lower() in EMBEDDING_EXTS:
         allowed = {"labels", "key", "num_samples", "seed"}
         opener = open_embeddings
@@ -885,6 +968,8 @@ def open_source(path: str | Path, **kw: Any) -> ImageFolderSource | EmbeddingsSo
         raise SourceError(
             f"{p} is neither an image folder nor an embeddings file (.npy/.npz/.parquet/.csv)"
         )
+    if group_captures and not p.is_dir():
+        raise SourceError("--group-captures applies to an image folder, not an embeddings file")
     extra = sorted(set(kw) - allowed)
     if extra:
         kind = "an image folder" if p.is_dir() else "an embeddings file"

@@ -78,3 +78,24 @@ def test_tensorboard_round_trip(ds, tmp_path):
     (tmp_path / "short.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(ExportError, match="rows"):
         import_tensorboard(vec, tmp_path / "short.tsv")
+
+
+def test_npz_metadata_is_the_users_columns_only(ds, tmp_path):
+    import json
+
+    store, d, _ = ds
+    with np.load(export_npz(store, d, "z", tmp_path / "c.npz")) as z:
+        records = json.loads(str(z["metadata"]))
+    assert "has_nan" in store.metadata(d).columns
+    assert set(records[0]) == {"id", "qa_category", "score"}
+    assert [r["score"] for r in records] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+def test_category_column_picks_a_categorical_column():
+    from latentmap.pipeline.exports import category_column
+
+    meta = pd.DataFrame(
+        {"id": ["a", "b", "c"], "class_id": [1, 1, 1], "qa_category": ["x", "y", "x"]}
+    )
+    assert category_column(meta) == "qa_category"
+    assert category_column(meta[["id", "class_id"]]) is None

@@ -295,7 +295,7 @@ def test_seed002_npz_round_trip(tmp_path):
     assert src.thumbnails is not None and len(src.thumbnails) == 6
     assert [t is None for t in src.thumbnails] == [False, True, True, False, True, False]
     assert src.thumbnails[3] == png_bytes(30)
-    assert "3 thumbnails were not valid images" in src.notices
+    assert "3 thumbnails were not valid base64 images: shown without images" in src.notices
     assert src.fingerprint() == open_embeddings(path).fingerprint()
 
 
@@ -322,11 +322,64 @@ def test_npz_missing_vectors_key_names_its_keys(tmp_path):
 def test_npz_mismatched_lengths(tmp_path):
     path = tmp_path / "m.npz"
     np.savez(path, latents=np.ones((4, 2)), metadata=json.dumps([{"a": 1}] * 3))
-    with pytest.raises(SourceError, match=r"metadata has 3 entries but 'latents' has 4 rows"):
+    with pytest.raises(SourceError, match=r"^m.npz: latents has 4 items but metadata has 3$"):
         open_embeddings(path)
     np.savez(path, latents=np.ones((4, 2)), thumbnails=json.dumps([b64(png_bytes())] * 5))
-    with pytest.raises(SourceError, match=r"thumbnails has 5 entries but 'latents' has 4 rows"):
+    with pytest.raises(SourceError, match=r"latents has 4 items but thumbnails has 5"):
         open_embeddings(path)
+    np.savez(path, embeddings=np.ones((4, 2)), metadata=json.dumps([{"a": 1}] * 5))
+    with pytest.raises(SourceError, match=r"embeddings has 4 items but metadata has 5"):
+        open_embeddings(path)
+
+
+@pytest.mark.parametrize("drop", ["latents", "metadata", "thumbnails"])
+def test_seed002_npz_missing_key_names_it_and_the_keys_present(tmp_path, drop):
+    arrays = {
+        "latents": np.ones((3, 2, 2, 2), np.float32),
+        "metadata": json.dumps([{"id": i} for i in range(3)]),
+        "thumbnails": json.dumps([b64(png_bytes())] * 3),
+    }
+    del arrays[drop]
+    path = tmp_path / "cache.npz"
+    np.savez(path, **arrays)
+    present = ", ".join(arrays)
+    with pytest.raises(SourceError, match=rf"no '{drop}' array .*; it has: {present}$") as e:
+        open_embeddings(path)
+    assert "\n" not in str(e.value)
+
+
+def test_npz_digest_ignores_the_zip_container(tmp_path):
+    from latentmap.pipeline.sources import npz_digest
+
+    arrays = {"vectors": np.arange(12, dtype=np.float32).reshape(3, 4), "metadata": "[1, 2, 3]"}
+    np.savez(tmp_path / "a.npz", **arrays)
+    np.savez_compressed(tmp_path / "b.npz", **arrays)
+    assert (tmp_path / "a.npz").read_bytes() != (tmp_path / "b.npz").read_bytes()
+    assert npz_digest(tmp_path / "a.npz") == npz_digest(tmp_path / "b.npz")
+    fa = open_embeddings(tmp_path / "a.npz").fingerprint()
+    assert fa == open_embeddings(tmp_path / "b.npz").fingerprint()
+    np.savez(tmp_path / "c.npz", vectors=arrays["vectors"] + 1, metadata=arrays["metadata"])
+    assert open_embeddings(tmp_path / "c.npz").fingerprint() != fa
+    (tmp_path / "d.npz").write_bytes(b"not a zip")
+    assert npz_digest(tmp_path / "d.npz") is None
+
+
+def test_npz_metadata_mixing_kinds_of_values_is_stored_as_text(tmp_path, store):
+    from latentmap.pipeline.jobs import EncodeRequest, encode
+
+    meta = [
+        {"id": "a", "answer": 3, "boxes": [{"bbox": [1, 2, 3, 4], "label": "cup"}], "v": [1, 2]},
+        {"id": "b", "answer": "three", "boxes": None, "v": [3, 4]},
+    ]
+    path = tmp_path / "mixed.npz"
+    np.savez(path, embeddings=np.ones((2, 3)), metadata=json.dumps(meta))
+    src = open_embeddings(path)
+    assert src.metadata["answer"].tolist() == ["3", "three"]
+    assert json.loads(src.metadata["boxes"][0]) == meta[0]["boxes"]
+    assert pd.isna(src.metadata["boxes"][1])
+    assert src.metadata["v"].tolist() == [[1, 2], [3, 4]]
+    ds = encode(store, EncodeRequest(source=str(path))).ds_id
+    assert store.metadata(ds)["answer"].tolist() == ["3", "three"]
 
 
 def test_npz_pickled_objects_refused(tmp_path):
@@ -388,7 +441,7 @@ def test_parquet_with_list_column(tmp_path):
     assert (
         src.thumbnails[0] == png_bytes() and src.thumbnails[1] is None and src.thumbnails[2] is None
     )
-    assert "1 thumbnail was not a valid image" in src.notices
+    assert "1 thumbnail was not a valid base64 image: shown without an image" in src.notices
 
 
 def test_csv_with_prefixed_numeric_columns(tmp_path):
