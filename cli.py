@@ -413,6 +413,18 @@ def cmd_encode(args) -> int:
         name = Path(args.groups).stem
         save_groups(store, result.ds_id, name, groups)
         print(f"saved category groups {name!r} ({len(groups.names)} groups)")
+        from latentmap.pipeline.groups import apply_groups
+
+        meta = store.metadata(result.ds_id)
+        applied = []
+        for col in meta.columns:
+            grouped, warn = apply_groups(meta[col], groups)
+            if any(v not in (None, "(other)") for v in grouped):
+                applied.append(str(col))
+                for w in warn:
+                    print(f"note: {col}: {w}")
+        if not applied:
+            print("note: none of the mapping's categories occur in the dataset's columns")
     if args.channel_analysis:
         from latentmap.components.channel_figures import write_channel_analysis
 

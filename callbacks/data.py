@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 from latentmap.components.figures import Group, categories, column_kind, trace_groups
+from latentmap.pipeline.groups import GROUP_SEP as _SEP
 from latentmap.pipeline.store import DatasetNotFound, Store, StoreError
+
+GROUP_SEP = _SEP  # "<column> ▸ <mapping>": the grouped twin of a column
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (StoreError, ValueError, OSError)
 
@@ -56,9 +59,6 @@ def _mtime(store: Store, ds_id: str) -> float:
         ) from None
 
 
-GROUP_SEP = " ▸ "
-
-
 def _groups_mtime(store: Store, ds_id: str) -> float:
     from latentmap.pipeline.groups import GROUPS_FILE
 
@@ -68,34 +68,13 @@ def _groups_mtime(store: Store, ds_id: str) -> float:
         return 0.0
 
 
-def _with_groups(store: Store, ds_id: str, meta):
-    """The metadata plus one column per saved category-group mapping and column it applies
-    to, named ``<column> ▸ <mapping>`` (so colour, filter, centroids all work on groups)."""
-    from latentmap.pipeline.groups import apply_groups, get_groups, list_groups
-
-    names = list_groups(store, ds_id)
-    if not names:
-        return meta
-    meta = meta.copy()
-    for name in names:
-        groups = get_groups(store, ds_id, name)
-        wanted = set(groups.group_of())
-        for col in list(meta.columns):
-            if GROUP_SEP in str(col) or column_kind(meta[col]) != "categorical":
-                continue
-            values = categories(meta[col])
-            if not wanted & set(values):
-                continue
-            grouped, _ = apply_groups(meta[col], groups)
-            meta[f"{col}{GROUP_SEP}{name}"] = grouped
-    return meta
-
-
 def metadata(store: Store, ds_id: str):
     """The dataset's metadata frame (do not modify it: it is shared by callbacks), with the
     grouped columns of saved category-group mappings."""
     key = (str(store.root), ds_id, _mtime(store, ds_id), _groups_mtime(store, ds_id))
-    return _META.get(key, lambda: _with_groups(store, ds_id, store.metadata(ds_id)))
+    from latentmap.pipeline.groups import metadata_with_groups
+
+    return _META.get(key, lambda: metadata_with_groups(store, ds_id))
 
 
 def columns(store: Store, ds_id: str) -> dict[str, dict[str, Any]]:

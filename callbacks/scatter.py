@@ -163,12 +163,15 @@ def map_overlays(store, spec: dict, groups, done: dict | None, notices: list[str
             )
         else:
             t = tasks.task("centroids", ds, layer, method=method, params=params, column=col)
+            failed = False
             try:
                 cm = tasks.lookup(store, t)
             except data.EXPECTED_ERRORS as e:
-                cm = None
+                cm, failed = None, True
                 notices.append(f"Centroids: {e}")
-            if cm is not None:
+            if failed:
+                pass
+            elif cm is not None:
                 colors = None
                 if col == spec.get("color"):
                     colors = {g.name: g.color for g in groups if g.kind == "category"}
@@ -209,13 +212,17 @@ def map_overlays(store, spec: dict, groups, done: dict | None, notices: list[str
         waiting += wait
     if "trust" in ov:
         t = tasks.task("trust", ds, layer, method=method, params=params)
+        failed = False
         try:
             tr = tasks.lookup(store, t)
         except data.EXPECTED_ERRORS as e:
-            tr = None
+            tr, failed = None, True
             notices.append(f"Projection trust: {e}")
-        if tr is not None and values is None:
-            values = (np.asarray(tr["recall"]), "k-NN recall")
+        if failed:
+            pass
+        elif tr is not None:
+            if values is None:  # a channel colouring wins
+                values = (np.asarray(tr["recall"]), "k-NN recall")
             notices.append(
                 f"Colour = k-NN recall of each point (grey: unknown); trustworthiness "
                 f"{_num(tr.info.get('trustworthiness'))}, mean k-NN recall "

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import numpy as np
+from latentmap.pipeline.groups import metadata_with_groups
 from latentmap.pipeline.store import Entry, Store
 
 DIAG_VERSION = 2
@@ -556,7 +557,7 @@ def confusion_distance_for(
     ``classes``, ``spearman_cosine`` / ``spearman_euclidean`` as [rho, p] (None when
     undefined), ``n_items``, ``accuracy``, ``notes``.
     """
-    meta = store.metadata(ds_id)
+    meta = metadata_with_groups(store, ds_id)
     t = _true_column(meta, true_col)
     p = _pred_column(meta, pred_col)
     store.vectors(ds_id, layer)  # a clear error for an unknown layer
@@ -655,7 +656,7 @@ def centroid_map(
     from latentmap.pipeline.reduce import _LABELS, _check_method, projection
 
     method = _check_method(method)
-    meta = store.metadata(ds_id)
+    meta = metadata_with_groups(store, ds_id)
     if column not in meta.columns:
         raise DiagnosticsError(
             f"no column '{column}' to group by: pick one of {_short_list(meta.columns)}"
@@ -913,7 +914,7 @@ def layer_summary(
     (every valid item has the same vector) and ``notes``. A missing predictions column is
     noted, never raised; a missing label column raises DiagnosticsError.
     """
-    meta = store.metadata(ds_id)
+    meta = metadata_with_groups(store, ds_id)
     lab = _true_column(meta, label_col)
     X = store.vectors(ds_id, layer)
     key = {

@@ -536,3 +536,37 @@ def _grouped(
         )
     values, warnings = apply_groups(meta[column], g)
     return values, warnings, g.color_map()
+
+
+# --------------------------------------------------------------------------- grouped columns
+
+GROUP_SEP = " ▸ "
+
+
+def metadata_with_groups(store: Store, ds_id: str, meta=None):
+    """The dataset's metadata plus one column per saved mapping and categorical column it
+    applies to, named ``<column> ▸ <mapping>`` (group names; ``(other)`` for the rest), so a
+    grouped column can be used wherever a column is (colour, centroids, confusion, channels)."""
+    from latentmap.pipeline.diagnostics import _labels
+
+    meta = store.metadata(ds_id) if meta is None else meta
+    names = list_groups(store, ds_id)
+    if not names:
+        return meta
+    meta = meta.copy()
+    for name in names:
+        groups = get_groups(store, ds_id, name)
+        wanted = set(groups.group_of())
+        for col in list(meta.columns):
+            if GROUP_SEP in str(col):
+                continue
+            values = meta[col]
+            if values.dtype.kind == "f" and not np.all(
+                np.isnan(values) | (values == np.round(values))
+            ):
+                continue  # a continuous column
+            if not wanted & set(_labels(values)):
+                continue
+            grouped, _ = apply_groups(values, groups)
+            meta[f"{col}{GROUP_SEP}{name}"] = grouped
+    return meta

@@ -343,7 +343,9 @@ def label_column(store: Store, ds_id: str, meta=None) -> str | None:
 
 def _metadata(store: Store, ds_id: str):
     try:
-        return store.metadata(ds_id)
+        from latentmap.pipeline.groups import metadata_with_groups
+
+        return metadata_with_groups(store, ds_id)
     except StoreError:
         return None
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from latentmap.pipeline.groups import metadata_with_groups
 from latentmap.pipeline.store import (
     Entry,
     NotCached,
@@ -450,7 +451,7 @@ def channel_analysis(
     from latentmap.pipeline.groups import OTHER, apply_groups, resolve_groups
 
     base = base_layer(store, ds_id, layer)
-    meta = store.metadata(ds_id)
+    meta = metadata_with_groups(store, ds_id)
     if column not in meta.columns:
         raise SpatialError(
             f"dataset {ds_id} has no column {column!r}; it has: {', '.join(meta.columns)}"

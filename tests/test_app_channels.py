@@ -111,3 +111,22 @@ def test_groups_saved_in_the_app_colour_by_group(env):
     assert list(fig["data"][0]["y"]) == ["low", "(other)"]
     msg, bump = channels.save_mapping(store, ds, "dup", '{"a": ["r0"], "b": ["r0"]}')
     assert bump is no_update and "r0" in str(msg)
+
+
+def test_centroids_of_a_grouped_column(env):
+    from latentmap.pipeline.reduce import projection
+
+    store, ds = env
+    layer = store.layers(ds)[0]
+    channels.save_mapping(store, ds, "coarse", '{"low": ["r0", "r1"], "high": ["r2", "r3"]}')
+    col = f"relation{data.GROUP_SEP}coarse"
+    projection(store, ds, layer, "pca")
+    spec, diag, _ = sync(store, f"?ds={ds}&layer={layer}&method=pca&color={col}&ov=centroids")
+    assert spec["centroid_col"] == col
+    done = settle(store, spec, diag)
+    assert not (done or {}).get("errors")
+    fig, _, _, note, status = scatter.render(
+        store, spec, None, None, None, None, None, None, diag, done
+    )
+    cent = next(t for t in fig["data"] if t.get("mode") == "markers+text")
+    assert sorted(cent["text"]) == ["high", "low"] and "Computing" not in status

@@ -123,3 +123,13 @@ def test_index_page_serves(client):
     r = c.get("/?ds=../../etc&k=-1")
     assert r.status_code == 200
     assert b"latentmap" in r.data
+
+
+def test_test_module_names_are_unique():
+    """pytest imports test files by basename (rootdir-relative, no packages): two files with
+    one name in tests/ and tests/browser/ stop the whole run at collection."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []

@@ -42,6 +42,7 @@ def test_encode_npz_with_groups_and_channel_analysis(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "saved category groups 'coarse' (2 groups)" in printed
+    assert "unknown category: r9" in printed  # named in the file, not in the data: warned
     html = sorted(p.name for p in out.rglob("*.html"))
     assert "channel_means.html" in html and "channel_maps.html" in html
     from latentmap.callbacks import data
