@@ -558,6 +558,23 @@ def cmd_serve(args) -> int:
 
 
 def build_demo(store) -> str:
+    """Build (or find) the demo. Training runs in a spawned child process so that the serving
+    process never starts torch's OpenMP thread pool: background jobs are forked from it, and
+    a fork after OpenMP started can hang the job (seen as jobs that never finish)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_build_demo_child, (str(store.root),))
+
+
+def _build_demo_child(root: str) -> str:
+    from latentmap.pipeline.store import Store
+
+    return _build_demo_here(Store(root))
+
+
+def _build_demo_here(store) -> str:
     from latentmap.pipeline.demo import ensure_demo
     from tqdm import tqdm
 

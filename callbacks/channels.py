@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from dash import Dash, Input, Output, State, ctx, no_update
+from dash import Dash, Input, Output, State, ctx, no_update, set_props
 from latentmap.callbacks import data, tasks
 from latentmap.components import ids
 from latentmap.components.figures import empty_figure
@@ -139,6 +139,21 @@ def register(app: Dash, settings: Settings) -> None:
         except data.EXPECTED_ERRORS as e:
             return notice(str(e), "error"), no_update
         return msg, (version or 0) + 1 if bump is not no_update else no_update
+
+    @app.callback(Input(ids.TASKS_DONE, "data"), State(ids.SPEC, "data"))
+    def pooled(_done, spec):
+        # set_props, not an Output: SPEC -> tasks job -> TASKS_DONE -> URL callback -> SPEC
+        # would be a dependency cycle, which Dash refuses to run
+        if not spec or not spec.get("pool_pending"):
+            return
+        base, pool = spec["pool_pending"]
+        name = f"{base}@{pool}"
+        try:
+            ready = name in settings.store().layers(spec["dataset"])
+        except data.EXPECTED_ERRORS:
+            return
+        if ready:
+            set_props(ids.LAYER, {"value": name})
 
     @app.callback(
         Output(ids.POOL_BOX, "style"),

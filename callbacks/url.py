@@ -252,7 +252,6 @@ def register(app: Dash, settings: Settings) -> None:
         + [
             Input(ids.REDUCE_CANCEL, "n_clicks"),
             Input(ids.DATASETS_VERSION, "data"),
-            Input(ids.TASKS_DONE, "data"),
             Input(ids.GROUPS_VERSION, "data"),
         ]
     )
@@ -262,7 +261,7 @@ def register(app: Dash, settings: Settings) -> None:
     def url_sync(search, *args):
         n = len(CONTROLS)
         values = {key: v for (_, _, key), v in zip(CONTROLS, args[:n], strict=True)}
-        shown, spec, diag_spec = args[n + 4], args[n + 5], args[n + 6]
+        shown, spec, diag_spec = args[n + 3], args[n + 4], args[n + 5]
         store = settings.store()
         try:
             out = sync(

@@ -62,7 +62,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def demo_store(request):
+def demo_store(tmp_path_factory):
     """(Store, demo dataset id): from LATENTMAP_TEST_DEMO_CACHE or the shared demo fixture."""
     from latentmap.pipeline.demo import ensure_demo
     from latentmap.pipeline.store import Store
@@ -71,7 +71,12 @@ def demo_store(request):
     if root:
         store = Store(root)
         return store, ensure_demo(store)
-    return request.getfixturevalue("demo")
+    # built in a spawned child, as `latentmap serve --demo` does: training torch in this
+    # process would start an OpenMP pool that the app's forked background jobs can hang on
+    from latentmap.cli import build_demo
+
+    store = Store(tmp_path_factory.mktemp("browser-demo"))
+    return store, build_demo(store)
 
 
 @pytest.fixture(scope="session")
