@@ -285,7 +285,8 @@ def panel(store, spec: dict | None, done: dict | None, focus: int | None = None)
     ds = spec["dataset"]
     notes: list[str] = []
     title, summary, cards, path_cards = "Samples", None, [], []
-    for t in needed(spec):
+    wanted = needed(spec)
+    for t in wanted:
         if t["kind"] == "samples":
             _, why = region_of(s)
             if why:
@@ -300,7 +301,7 @@ def panel(store, spec: dict | None, done: dict | None, focus: int | None = None)
                 notes.append(f"Sampling failed: {err}" if err else "Sampling… (background job)")
                 continue
             notes += list(e.info.get("notes") or [])
-            dec_t = next((x for x in needed(spec) if x["kind"] == "decode"), None)
+            dec_t = next((x for x in wanted if x["kind"] == "decode"), None)
             decoded = _decoded(store, dec_t, done, notes) if dec_t else None
             if not s.get("dec"):
                 notes.append(
@@ -350,7 +351,7 @@ def panel(store, spec: dict | None, done: dict | None, focus: int | None = None)
             except data.EXPECTED_ERRORS as err:
                 notes.append(f"Interpolation: {err}")
                 continue
-            dec_t = next((x for x in needed(spec) if x["kind"] == "path_decode"), None)
+            dec_t = next((x for x in wanted if x["kind"] == "path_decode"), None)
             decoded = _decoded(store, dec_t, done, notes) if dec_t else None
             path_cards.append(
                 html.H4(
