@@ -13,6 +13,7 @@ from pathlib import Path
 from dash import Dash, set_props
 from flask import abort, request, send_file
 from latentmap.callbacks import (
+    bands,
     channels,
     datasets,
     diagnostics,
@@ -57,7 +58,7 @@ def register_routes(app: Dash, settings: Settings) -> None:
     def thumbnail(ds_id: str, row: int):
         store = settings.store()
         try:
-            path = store.thumbnail_path(ds_id, row)
+            path = store.thumbnail_path(ds_id, row, request.args.get("v") or None)
         except StoreError:
             path = None
         if path is None:
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, *, celery_app=None) -> Dash:
         diagnostics,
         sampling,
         channels,
+        bands,
     ):
         module.register(app, settings)
     return app

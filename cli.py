@@ -437,11 +437,10 @@ def cmd_encode(args) -> int:
             ):
                 print(f"wrote {path}")
     if args.save_cache:
-        from latentmap.pipeline.exports import export_npz
+        from latentmap.pipeline.exports import export_npz_layers
 
-        m = store.manifest(result.ds_id)
-        layer = m.get("default_layer") or store.layers(result.ds_id)[-1]
-        print(f"wrote {export_npz(store, result.ds_id, layer, Path(args.save_cache))}")
+        for path, layer in export_npz_layers(store, result.ds_id, Path(args.save_cache)):
+            print(f"wrote {path} ({layer})")
     print(result.ds_id)
     return 0
 

@@ -164,8 +164,24 @@ def dataset_options(store: Store) -> list[dict[str, str]]:
     ]
 
 
-def row_details(store: Store, ds_id: str, row: int, extra: list[str] | None = None) -> dict:
-    """What a tooltip / gallery card shows for one row."""
+def thumb_variant(thumbs: dict | None, ds_id: str | None) -> str | None:
+    """The band choice whose thumbnails the cards of ``ds_id`` show (None: as encoded)."""
+    if not thumbs or not ds_id or thumbs.get("dataset") != ds_id:
+        return None
+    return thumbs.get("v") or None
+
+
+def row_details(
+    store: Store,
+    ds_id: str,
+    row: int,
+    extra: list[str] | None = None,
+    thumbs: str | None = None,
+) -> dict:
+    """What a tooltip / gallery card shows for one row; ``thumbs`` is the band choice
+    (``pipeline.bands`` variant) whose thumbnail the card shows, None for the encoded one."""
+    from latentmap.components.gallery import thumb_url
+
     meta = metadata(store, ds_id)
     rec = meta.iloc[int(row)]
     cols = list(meta.columns)
@@ -180,7 +196,9 @@ def row_details(store: Store, ds_id: str, row: int, extra: list[str] | None = No
         "label": _fmt(rec["label"]) if "label" in cols else None,
         "pred": _fmt(rec["pred"]) if "pred" in cols else None,
         "fields": fields,
-        "thumb": store.thumbnail_path(ds_id, int(row)) is not None,
+        "thumb": thumb_url(ds_id, int(row), thumbs)
+        if store.thumbnail_path(ds_id, int(row)) is not None
+        else None,
     }
 
 

@@ -177,7 +177,7 @@ def cell_rows(store, diag: dict | None) -> np.ndarray | None:
     return pair_rows(meta, diag["true_col"], diag["pred_col"], a, b)
 
 
-def cell_gallery(store, diag: dict | None):
+def cell_gallery(store, diag: dict | None, thumbs: dict | None = None):
     """(header style, title, cards) of the confused-items gallery."""
     rows = cell_rows(store, diag)
     if rows is None:
@@ -191,8 +191,9 @@ def cell_gallery(store, diag: dict | None):
         return SHOWN_FLEX, title, [html.P("No items in this cell.", className="muted")]
     ds = diag["dataset"]
     shown = rows[:MAX_SELECTION_CARDS]
+    v = data.thumb_variant(thumbs, ds)
     cards = [
-        card(ds, data.row_details(store, ds, int(r), [diag["pred_col"]]), where="cell")
+        card(ds, data.row_details(store, ds, int(r), [diag["pred_col"]], v), where="cell")
         for r in shown
     ]
     if len(rows) > len(shown):
@@ -297,10 +298,11 @@ def register(app: Dash, settings: Settings) -> None:
         Output(ids.CELL_TITLE, "children"),
         Output(ids.CELL_GALLERY, "children"),
         Input(ids.DIAG_SPEC, "data"),
+        Input(ids.THUMBS, "data"),
     )
-    def show_cell(diag):
+    def show_cell(diag, thumbs):
         try:
-            return cell_gallery(settings.store(), diag)
+            return cell_gallery(settings.store(), diag, thumbs)
         except data.EXPECTED_ERRORS as e:
             log.info("cell gallery: %s", e)
             return SHOWN_FLEX, "Confused items", notice(str(e), "error")

@@ -42,7 +42,9 @@ def clicked_row(store, trigger: Any, trigger_value: Any, click: dict | None, sho
     return no_update if row is None else row
 
 
-def neighbours_view(store, row: int | None, k: int | None, spec: dict | None):
+def neighbours_view(
+    store, row: int | None, k: int | None, spec: dict | None, thumbs: dict | None = None
+):
     """(neighbours store data, gallery children, title, notice) for a query row."""
     from latentmap.pipeline.neighbors import nearest
 
@@ -52,8 +54,9 @@ def neighbours_view(store, row: int | None, k: int | None, spec: dict | None):
     k = int(k) if isinstance(k, (int, float)) and 1 <= k <= 200 else 12
     hits = nearest(store, ds, layer, int(row), k)
     extra = [c for c in (spec.get("color"), spec.get("symbol")) if c]
-    query = data.row_details(store, ds, int(row), extra)
-    cards = [(data.row_details(store, ds, r, extra), s) for r, s in hits]
+    v = data.thumb_variant(thumbs, ds)
+    query = data.row_details(store, ds, int(row), extra, v)
+    cards = [(data.row_details(store, ds, r, extra, v), s) for r, s in hits]
     title = f"{len(hits)} nearest to {query['name']}"
     store_data = {"dataset": ds, "layer": layer, "k": k, "rows": [int(row)] + [r for r, _ in hits]}
     return store_data, neighbor_gallery(ds, query, cards), title, None
@@ -95,15 +98,16 @@ def selected_rows(store, selected: dict | None, shown: dict | None) -> list[int]
     return list(dict.fromkeys(rows))
 
 
-def selection_view(store, selected: dict | None, shown: dict | None):
+def selection_view(store, selected: dict | None, shown: dict | None, thumbs: dict | None = None):
     """(title, title style, gallery children) for a box / lasso selection."""
     rows = selected_rows(store, selected, shown)
     if not rows:
         return "Selection", HIDDEN, []
     ds = shown["dataset"]
     extra = [c for c in (shown.get("color"),) if c]
+    v = data.thumb_variant(thumbs, ds)
     cards = [
-        card(ds, data.row_details(store, ds, r, extra), where="sel")
+        card(ds, data.row_details(store, ds, r, extra, v), where="sel")
         for r in rows[:MAX_SELECTION_CARDS]
     ]
     more = len(rows) - len(cards)
@@ -137,15 +141,22 @@ def register(app: Dash, settings: Settings) -> None:
         Input(ids.SELECTED, "data"),
         Input(ids.K, "value"),
         Input(ids.SPEC, "data"),
+        Input(ids.THUMBS, "data"),
         State(ids.NEIGHBORS, "data"),
     )
-    def show_neighbours(row, k, spec, current):
-        if current and spec and row is not None and current.get("rows"):
+    def show_neighbours(row, k, spec, thumbs, current):
+        if (
+            ctx.triggered_id != ids.THUMBS
+            and current
+            and spec
+            and row is not None
+            and current.get("rows")
+        ):
             same = (current["dataset"], current["layer"], current["rows"][0], current["k"])
             if same == (spec["dataset"], spec["layer"], row, k):
                 return no_update, no_update, no_update, no_update
         try:
-            return neighbours_view(settings.store(), row, k, spec)
+            return neighbours_view(settings.store(), row, k, spec, thumbs)
         except data.EXPECTED_ERRORS as e:
             log.info("neighbours: %s", e)
             return None, EMPTY_GALLERY, "Nearest neighbours", notice(str(e), "error")
@@ -168,11 +179,12 @@ def register(app: Dash, settings: Settings) -> None:
         Output(ids.SELECTION_TITLE, "style"),
         Output(ids.SELECTION, "children"),
         Input(ids.GRAPH, "selectedData"),
+        Input(ids.THUMBS, "data"),
         State(ids.SHOWN, "data"),
     )
-    def show_selection(selected, shown):
+    def show_selection(selected, thumbs, shown):
         try:
-            return selection_view(settings.store(), selected, shown)
+            return selection_view(settings.store(), selected, shown, thumbs)
         except data.EXPECTED_ERRORS as e:
             log.info("selection: %s", e)
             return "Selection", HIDDEN, notice(str(e), "error")

@@ -259,11 +259,11 @@ def summary_block(info: dict, baseline: bool) -> html.Div:
     return html.Div([*table, html.Div(note, className="field-hint")])
 
 
-def topk_strip(store, ds: str, e, i: int) -> list:
+def topk_strip(store, ds: str, e, i: int, v: str | None = None) -> list:
     """The k nearest real items of sample ``i`` (shown when its card is clicked)."""
     near, sims = np.asarray(e["nearest"])[i], np.asarray(e["sims"])[i]
     cards = [
-        card(ds, data.row_details(store, ds, int(r)), float(sm), where=f"k{j}")
+        card(ds, data.row_details(store, ds, int(r), None, v), float(sm), where=f"k{j}")
         for j, (r, sm) in enumerate(zip(near, sims, strict=True))
         if r >= 0
     ]
@@ -273,7 +273,13 @@ def topk_strip(store, ds: str, e, i: int) -> list:
     ]
 
 
-def panel(store, spec: dict | None, done: dict | None, focus: int | None = None):
+def panel(
+    store,
+    spec: dict | None,
+    done: dict | None,
+    focus: int | None = None,
+    thumbs: dict | None = None,
+):
     """(style, title, notice, summary, sample cards, path cards) of the sampling panel."""
     if not spec or not spec.get("sampling"):
         return HIDDEN, "Samples", None, None, [], []
@@ -283,6 +289,7 @@ def panel(store, spec: dict | None, done: dict | None, focus: int | None = None)
     if not on and not has_path:
         return HIDDEN, "Samples", None, None, [], []
     ds = spec["dataset"]
+    v = data.thumb_variant(thumbs, ds)
     notes: list[str] = []
     title, summary, cards, path_cards = "Samples", None, [], []
     wanted = needed(spec)
@@ -317,13 +324,13 @@ def panel(store, spec: dict | None, done: dict | None, focus: int | None = None)
                 rows = (info.get("baseline") or {}).get("rows") or list(e["baseline_rows"])
                 title = f"{len(rows)} random images (baseline, seed {info.get('seed')})"
                 cards = [
-                    card(ds, data.row_details(store, ds, int(r)), where=f"b{i}")
+                    card(ds, data.row_details(store, ds, int(r), None, v), where=f"b{i}")
                     for i, r in enumerate(rows)
                 ]
             else:
                 near, sims = np.asarray(e["nearest"]), np.asarray(e["sims"])
                 if isinstance(focus, int) and 0 <= focus < len(near):
-                    path_cards += topk_strip(store, ds, e, focus)
+                    path_cards += topk_strip(store, ds, e, focus, v)
                 for i in range(len(near)):
                     r = int(near[i, 0])
                     if r < 0:
@@ -333,7 +340,7 @@ def panel(store, spec: dict | None, done: dict | None, focus: int | None = None)
                     cards.append(
                         card(
                             ds,
-                            data.row_details(store, ds, r),
+                            data.row_details(store, ds, r, None, v),
                             float(sims[i, 0]),
                             where=f"s{i}",
                             extra=extra,
@@ -366,7 +373,7 @@ def panel(store, spec: dict | None, done: dict | None, focus: int | None = None)
                 strip.append(
                     card(
                         ds,
-                        data.row_details(store, ds, int(r)),
+                        data.row_details(store, ds, int(r), None, v),
                         float(sim),
                         where=f"p{i}",
                         extra=extra,
@@ -387,10 +394,11 @@ def register(app: Dash, settings: Settings) -> None:
         Input(ids.SPEC, "data"),
         Input(ids.TASKS_DONE, "data"),
         Input(ids.SAMPLE_FOCUS, "data"),
+        Input(ids.THUMBS, "data"),
     )
-    def draw(spec, done, focus):
+    def draw(spec, done, focus, thumbs):
         try:
-            return panel(settings.store(), spec, done, focus)
+            return panel(settings.store(), spec, done, focus, thumbs)
         except data.EXPECTED_ERRORS as e:
             log.warning("sampling: %s", e)
             return SHOWN_BLOCK, "Samples", notice(str(e), "error"), None, [], []

@@ -239,7 +239,13 @@ def _num(v) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{v:.2f}"
 
 
-def hover(store, hover_data: dict | None, shown: dict | None, extra: list[str] | None):
+def hover(
+    store,
+    hover_data: dict | None,
+    shown: dict | None,
+    extra: list[str] | None,
+    thumbs: dict | None = None,
+):
     """(show, bbox, children) of the tooltip for a hover event."""
     if not hover_data or not shown or not hover_data.get("points"):
         return False, no_update, no_update
@@ -250,7 +256,9 @@ def hover(store, hover_data: dict | None, shown: dict | None, extra: list[str] |
         return False, no_update, no_update
     cols = [c for c in (extra or []) if c]
     cols += [c for c in (shown.get("color"), shown.get("symbol")) if c and c not in cols]
-    details = data.row_details(store, shown["dataset"], row, cols)
+    details = data.row_details(
+        store, shown["dataset"], row, cols, data.thumb_variant(thumbs, shown["dataset"])
+    )
     return True, bbox, tooltip_body(shown["dataset"], details)
 
 
@@ -300,10 +308,11 @@ def register(app: Dash, settings: Settings) -> None:
         Input(ids.GRAPH, "hoverData"),
         State(ids.SHOWN, "data"),
         State(ids.HOVER_COLS, "value"),
+        State(ids.THUMBS, "data"),
     )
-    def show_tooltip(hover_data, shown, extra):
+    def show_tooltip(hover_data, shown, extra, thumbs):
         try:
-            return hover(settings.store(), hover_data, shown, extra)
+            return hover(settings.store(), hover_data, shown, extra, thumbs)
         except data.EXPECTED_ERRORS as e:
             log.info("hover: %s", e)
             return False, no_update, no_update

@@ -43,7 +43,7 @@ MAX_SAMPLES_URL = 1000
 # channel analysis: column, statistic, category-group mapping, channel colouring the map
 CHANNEL_DEFAULTS: dict[str, Any] = {"ccol": None, "cstat": "means", "cgrp": None, "chan": None}
 CHANNEL_STATS = ("means", "stds", "maps")
-QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp", "cmp", "pool", *SAMPLE_KEYS, *CHANNEL_DEFAULTS)  # fmt: skip
+QUERY_KEYS = ("ds", "layer", "method", *PARAM_KEYS, "color", "symbol", "filter", "fv", "fmode", "sel", "k", "cam", "tab", "ov", "layers", "align", "true", "pred", "cnorm", "dmetric", "ct", "cp", "cmp", "pool", "rgb", "stretch", *SAMPLE_KEYS, *CHANNEL_DEFAULTS)  # fmt: skip
 TABS = ("map", "layers", "diag", "chan")
 
 
@@ -89,6 +89,10 @@ class View:
     # variant once it exists, ``pool_pending`` = (base layer, pooling) while it is computed
     pool: str | None = None
     pool_pending: tuple[str, str] | None = None
+    # thumbnails: the band choice ((r, g, b), (low, high) stretch percentiles) when it differs
+    # from the encoded thumbnails; ``thumbs_ready`` once its thumbnails are written
+    thumbs: tuple[tuple[int, int, int], tuple[float, float]] | None = None
+    thumbs_ready: bool = False
     # derived: centroids follow the colour column when categorical, else the true labels
     centroid_col: str | None = None
     # dataset-dependent defaults of the fields above (URLs leave out what equals them)
@@ -106,6 +110,22 @@ class View:
         d["channel"] = self.channels.get("chan")
         d["pool_pending"] = list(self.pool_pending) if self.pool_pending else None
         return d
+
+    def thumbs_spec(self) -> dict[str, Any] | None:
+        """The band choice of the thumbnails (the THUMBS store): ``want`` is the variant to
+        compute, ``v`` the one the cards show (None until it is ready); None = as encoded."""
+        if not self.dataset or not self.thumbs:
+            return None
+        from latentmap.pipeline.bands import variant_key
+
+        key = variant_key(*self.thumbs)
+        return {
+            "dataset": self.dataset,
+            "want": key,
+            "v": key if self.thumbs_ready else None,
+            "rgb": list(self.thumbs[0]),
+            "pct": list(self.thumbs[1]),
+        }
 
     def diag_spec(self) -> dict[str, Any] | None:
         """What the layers and diagnostics tabs draw (the DIAG_SPEC store)."""
@@ -217,6 +237,9 @@ def to_query(view: View) -> str:
         items += [("ct", view.cell[0]), ("cp", view.cell[1])]
     if view.pool:
         items.append(("pool", view.pool))
+    if view.thumbs:
+        items.append(("rgb", ",".join(str(b) for b in view.thumbs[0])))
+        items.append(("stretch", ",".join(f"{p:g}" for p in view.thumbs[1])))
     for key, default in CHANNEL_DEFAULTS.items():
         v = view.channels.get(key, default)
         if v != default and v is not None:
@@ -417,6 +440,8 @@ def resolve_view(
     notices += more
     chans, more = resolve_channels(raw, cols)
     notices += more
+    thumbs, thumbs_ready, more = resolve_thumbs(store, ds, raw.get("rgb"), raw.get("stretch"))
+    notices += more
     cent = color if color and cols.get(color, {}).get("kind") == "categorical" else None
     view = View(
         ds,
@@ -436,6 +461,8 @@ def resolve_view(
         channels=chans,
         pool=pool,
         pool_pending=pool_pending,
+        thumbs=thumbs,
+        thumbs_ready=thumbs_ready,
         centroid_col=cent or diag["true_col"],
     )
     return view, notices
@@ -555,6 +582,8 @@ def raw_from_view(view: View) -> dict[str, Any]:
         "dmetric": view.dmetric,
         "cell": list(view.cell) if view.cell else None,
         "pool": view.pool,
+        "rgb": ",".join(map(str, view.thumbs[0])) if view.thumbs else None,
+        "stretch": ",".join(f"{p:g}" for p in view.thumbs[1]) if view.thumbs else None,
         **dict(view.channels),
         **{k: (list(v) if isinstance(v, tuple) else v) for k, v in view.sampling.items()},
     }
@@ -711,6 +740,44 @@ def _resolve_pool(store: Store, ds: str, layer: str, pool: Any, layers: list[str
     if name in layers:
         return name, spec, None, []
     return base, spec, (base, spec), []
+
+
+def _parts(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [p for p in str(value).replace(";", ",").split(",") if p.strip() != ""]
+
+
+def resolve_thumbs(store: Store, ds: str, rgb: Any, stretch: Any):
+    """(band choice or None, ready, notices) of the link's ``rgb`` and ``stretch``."""
+    if rgb in (None, "", NONE) and stretch in (None, ""):
+        return None, False, []
+    from latentmap.pipeline.bands import (
+        DEFAULT_PERCENTILES,
+        BandsError,
+        band_info,
+        check_choice,
+        is_default,
+        ready_variant,
+        variant_key,
+    )
+
+    info = band_info(store, ds)
+    if not info.available:
+        return None, False, [f"Thumbnail bands cannot be changed for this dataset: {info.reason}."]
+    bands = _parts(rgb) if rgb not in (None, "", NONE) else list(info.encoded_rgb)
+    if bands and len(bands) == 3:
+        n = int(info.n_bands or 3)
+        if rgb in (None, "", NONE):
+            bands = [str(min(int(b), n - 1)) for b in bands]
+    pct = _parts(stretch) if stretch not in (None, "") else list(DEFAULT_PERCENTILES)
+    try:
+        choice = check_choice(info, bands[:4], pct[:3])
+    except BandsError as e:
+        return None, False, [f"{str(e)[:200]}; showing the thumbnails as encoded."]
+    if is_default(info, *choice):
+        return None, False, []
+    return choice, ready_variant(store, ds, variant_key(*choice)), []
 
 
 def resolve_channels(

@@ -48,6 +48,10 @@ def task(kind: str, ds: str, layer: str, **kw: Any) -> dict[str, Any]:
 
 
 def describe(t: dict[str, Any]) -> str:
+    if t["kind"] == "thumbs":
+        from latentmap.pipeline.bands import describe as bands
+
+        return f"thumbnails ({bands(t['variant'])})"
     what = LABELS.get(t["kind"], t["kind"])
     if t["kind"] in ("projection", "trust", "centroids", "sample_xy", "path_xy"):
         what = f"{_METHODS.get(t['method'], t['method'])} {what}"
@@ -82,6 +86,10 @@ def run_task(store: Store, t: dict[str, Any], progress=None) -> Any:
         from latentmap.pipeline.spatial import ensure_variant
 
         return ensure_variant(store, ds, layer, t["pool"], progress=progress)
+    if kind == "thumbs":
+        from latentmap.pipeline.bands import ensure_thumbs, parse_variant_key
+
+        return ensure_thumbs(store, ds, *parse_variant_key(t["variant"]), progress=progress)
     if kind == "channels":
         from latentmap.pipeline.spatial import channel_analysis
 
@@ -104,9 +112,13 @@ def lookup(store: Store, t: dict[str, Any]) -> Any:
         return None
 
 
-def needed_tasks(store: Store, spec: dict | None, diag: dict | None) -> list[dict[str, Any]]:
-    """Everything the current map overlays and the open tab want to draw."""
+def needed_tasks(
+    store: Store, spec: dict | None, diag: dict | None, thumbs: dict | None = None
+) -> list[dict[str, Any]]:
+    """Everything the current map overlays, the open tab and the band choice want."""
     out: list[dict[str, Any]] = []
+    if thumbs and thumbs.get("want") and not thumbs.get("v"):
+        out.append(task("thumbs", thumbs["dataset"], None, variant=thumbs["want"]))
     if spec and spec.get("pool_pending"):
         base, pool = spec["pool_pending"]
         out.append(task("variant", spec["dataset"], base, pool=pool))
@@ -224,12 +236,16 @@ def _failed(done: dict | None) -> set[str]:
 
 
 def missing_tasks(
-    store: Store, spec: dict | None, diag: dict | None, done: dict | None = None
+    store: Store,
+    spec: dict | None,
+    diag: dict | None,
+    done: dict | None = None,
+    thumbs: dict | None = None,
 ) -> list[dict[str, Any]]:
     """The needed tasks that are neither cached nor known to fail."""
     failed = _failed(done)
     out = []
-    for t in needed_tasks(store, spec, diag):
+    for t in needed_tasks(store, spec, diag, thumbs):
         if json.dumps(t, sort_keys=True) in failed:
             continue
         try:
@@ -249,9 +265,9 @@ def task_error(done: dict | None, t: dict[str, Any]) -> str | None:
     return None
 
 
-def plan(store, spec, diag, done, pending) -> Any:
+def plan(store, spec, diag, done, pending, thumbs=None) -> Any:
     """The new TASKS_REQUEST (or no_update): only when the missing set changed."""
-    tasks = missing_tasks(store, spec, diag, done)
+    tasks = missing_tasks(store, spec, diag, done, thumbs)
     if not tasks or (pending and pending.get("tasks") == tasks):
         return no_update
     return {"tasks": tasks, "nonce": (pending or {}).get("nonce", 0) + 1}
@@ -275,7 +291,7 @@ def run_request(store: Store, request: dict | None, set_progress=None) -> dict |
 
         progress(0.0, f"{i + 1}/{n}: {describe(t)}")
         try:
-            with_progress = t["kind"] in ("projection", "variant")
+            with_progress = t["kind"] in ("projection", "variant", "thumbs")
             run_task(store, t, progress=progress if with_progress else None)
         except EXPECTED_ERRORS as e:
             log.warning("%s failed: %s", describe(t), e)
@@ -289,11 +305,12 @@ def register(app: Dash, settings: Settings) -> None:
         Input(ids.SPEC, "data"),
         Input(ids.DIAG_SPEC, "data"),
         Input(ids.TASKS_DONE, "data"),
+        Input(ids.THUMBS, "data"),
         State(ids.TASKS_REQUEST, "data"),
     )
-    def plan_tasks(spec, diag, done, pending):
+    def plan_tasks(spec, diag, done, thumbs, pending):
         try:
-            return plan(settings.store(), spec, diag, done, pending)
+            return plan(settings.store(), spec, diag, done, pending, thumbs)
         except EXPECTED_ERRORS as e:
             log.info("plan: %s", e)
             return no_update

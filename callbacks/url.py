@@ -42,6 +42,10 @@ CONTROLS: list[tuple[str, str, str]] = [
     (ids.COMPARE, "value", "cmp"),
     (ids.POOL, "value", "pool"),
     (ids.POOL_CHANS, "value", "pchan"),
+    (ids.BAND_R, "value", "br"),
+    (ids.BAND_G, "value", "bg"),
+    (ids.BAND_B, "value", "bb"),
+    (ids.STRETCH, "value", "stretch"),
     (ids.CHAN_COL, "value", "ccol"),
     (ids.CHAN_STAT, "value", "cstat"),
     (ids.CHAN_GROUPS, "value", "cgrp"),
@@ -82,6 +86,9 @@ OPTIONS = [
     ids.SAMPLE_VALUE,
     ids.CHAN_COL,
     ids.CHAN_GROUPS,
+    ids.BAND_R,
+    ids.BAND_G,
+    ids.BAND_B,
 ]
 # what a user change of one control resets (the rest of the view is kept)
 RESETS = {
@@ -100,6 +107,10 @@ RESETS = {
         "srows",
         "ia",
         "ib",
+        "br",
+        "bg",
+        "bb",
+        "stretch",
     ),  # fmt: skip
     ids.SAMPLE_REGION: ("sval", "srows"),
     ids.TRUE_COL: ("cell",),
@@ -156,6 +167,10 @@ def options(store, view: View) -> dict[str, list]:
     from latentmap.pipeline.groups import list_groups
 
     out[ids.CHAN_GROUPS] = list_groups(store, view.dataset)
+    bands = _band_info(store, view.dataset)
+    if bands is not None and bands.available:
+        opts = [{"label": str(i), "value": i} for i in range(int(bands.n_bands or 0))]
+        out[ids.BAND_R] = out[ids.BAND_G] = out[ids.BAND_B] = opts
     out[ids.SAMPLE_REGION] = [{"label": "the box / lasso selection", "value": "selection"}] + [
         c for c in names if cols[c]["kind"] == "categorical"
     ]
@@ -163,6 +178,43 @@ def options(store, view: View) -> dict[str, list]:
     if reg and reg != "selection" and reg in cols:
         out[ids.SAMPLE_VALUE] = cols[reg]["values"][:2000]
     return out
+
+
+def _band_info(store, ds: str | None):
+    from latentmap.pipeline.bands import band_info
+
+    if not ds:
+        return None
+    try:
+        return band_info(store, ds)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def band_controls(store, view: View) -> dict[str, Any]:
+    """Raw key -> value of the band picker: the view's choice, else the encoded bands."""
+    from latentmap.pipeline.bands import DEFAULT_PERCENTILES
+
+    if view.thumbs:
+        rgb, pct = view.thumbs
+    else:
+        info = _band_info(store, view.dataset)
+        if info is None or not info.available:
+            return {"br": None, "bg": None, "bb": None, "stretch": list(DEFAULT_PERCENTILES)}
+        n = int(info.n_bands or 3)
+        rgb = tuple(min(int(b), n - 1) for b in info.encoded_rgb)
+        rgb = rgb if n >= 3 else (rgb[0],) * 3
+        pct = DEFAULT_PERCENTILES
+    return {"br": rgb[0], "bg": rgb[1], "bb": rgb[2], "stretch": [float(p) for p in pct]}
+
+
+def _combine_bands(raw: dict[str, Any]) -> None:
+    """The picker's three bands and stretch slider -> the link's ``rgb`` and ``stretch``."""
+    bands = [raw.pop(k, None) for k in ("br", "bg", "bb")]
+    raw["rgb"] = ",".join(str(b) for b in bands) if all(b is not None for b in bands) else None
+    st = raw.get("stretch")
+    ok = isinstance(st, (list, tuple)) and len(st) == 2
+    raw["stretch"] = ",".join(f"{float(p):g}" for p in st) if ok else None
 
 
 def dataset_info(store, view: View) -> str:
@@ -184,11 +236,12 @@ def sync(
     shown: dict | None,
     spec: dict | None,
     diag_spec: dict | None = None,
+    thumbs: dict | None = None,
 ) -> dict[str, Any]:
     """All outputs of the URL callback, as a dict (plain function, testable without Dash).
 
     Keys: "search", "controls" (raw key -> value or no_update), "options" (id -> list),
-    "spec", "diag_spec", "camera_restore", "notices", "info".
+    "spec", "diag_spec", "thumbs", "camera_restore", "notices", "info".
     """
     notices: list[str] = []
     restoring = trigger in RESTORE_TRIGGERS
@@ -206,6 +259,7 @@ def sync(
                 raw[key] = NONE  # a cleared dropdown means "no column", not "default"
         for key in RESETS.get(trigger, ()):
             raw.pop(key, None)
+        _combine_bands(raw)
         if trigger == ids.REDUCE_CANCEL and shown:
             raw.update(ds=shown["dataset"], layer=shown["layer"], method=shown["method"])
             raw.update(shown.get("params") or {})
@@ -214,7 +268,7 @@ def sync(
     view, more = resolve_view(store, raw, preferred_dataset=preferred_dataset, quiet=not restoring)
     notices += more
     new_search = to_query(view)
-    controls = control_values(view)
+    controls = {**control_values(view), **band_controls(store, view)}
     out_controls = {}
     for _, _, key in CONTROLS:
         v = controls.get(key, no_update)
@@ -227,6 +281,7 @@ def sync(
         "controls": out_controls,
         "options": options(store, view),
         "spec": no_update if new_spec == spec else new_spec,
+        "thumbs": no_update if view.thumbs_spec() == thumbs else view.thumbs_spec(),
         "camera_restore": {"camera": controls["cam"]} if trigger == ids.LOCATION else no_update,
         "notices": notices,
         "info": dataset_info(store, view),
@@ -241,6 +296,7 @@ def register(app: Dash, settings: Settings) -> None:
         + [
             Output(ids.SPEC, "data"),
             Output(ids.DIAG_SPEC, "data"),
+            Output(ids.THUMBS, "data"),
             Output(ids.CAMERA_RESTORE, "data"),
             Output(ids.URL_NOTICE, "children"),
             Output(ids.DATASET_INFO, "children"),
@@ -255,17 +311,30 @@ def register(app: Dash, settings: Settings) -> None:
             Input(ids.GROUPS_VERSION, "data"),
         ]
     )
-    states = [State(ids.SHOWN, "data"), State(ids.SPEC, "data"), State(ids.DIAG_SPEC, "data")]
+    states = [
+        State(ids.SHOWN, "data"),
+        State(ids.SPEC, "data"),
+        State(ids.DIAG_SPEC, "data"),
+        State(ids.THUMBS, "data"),
+    ]
 
     @app.callback(outputs, inputs, states)
     def url_sync(search, *args):
         n = len(CONTROLS)
         values = {key: v for (_, _, key), v in zip(CONTROLS, args[:n], strict=True)}
-        shown, spec, diag_spec = args[n + 3], args[n + 4], args[n + 5]
+        shown, spec, diag_spec, thumbs = args[n + 3], args[n + 4], args[n + 5], args[n + 6]
         store = settings.store()
         try:
             out = sync(
-                store, settings.dataset, ctx.triggered_id, search, values, shown, spec, diag_spec
+                store,
+                settings.dataset,
+                ctx.triggered_id,
+                search,
+                values,
+                shown,
+                spec,
+                diag_spec,
+                thumbs,
             )
         except data.EXPECTED_ERRORS as e:
             log.warning("URL state: %s", e)
@@ -274,6 +343,6 @@ def register(app: Dash, settings: Settings) -> None:
             [out["search"]]
             + [out["controls"][key] for _, _, key in CONTROLS]
             + [out["options"][i] for i in OPTIONS]
-            + [out["spec"], out["diag_spec"], out["camera_restore"]]
+            + [out["spec"], out["diag_spec"], out["thumbs"], out["camera_restore"]]
             + [notice(out["notices"]), out["info"]]
         )

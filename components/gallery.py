@@ -10,8 +10,16 @@ from latentmap.components import ids
 MAX_SELECTION_CARDS = 60
 
 
-def thumb_url(ds_id: str, row: int) -> str:
-    return f"/thumb/{ds_id}/{int(row)}.png"
+def thumb_url(ds_id: str, row: int, variant: str | None = None) -> str:
+    """The thumbnail route of a row; ``variant`` picks a band choice's thumbnails."""
+    return f"/thumb/{ds_id}/{int(row)}.png" + (f"?v={variant}" if variant else "")
+
+
+def _thumb_src(ds_id: str, details: dict[str, Any]) -> str | None:
+    t = details.get("thumb")
+    if not t:
+        return None
+    return t if isinstance(t, str) else thumb_url(ds_id, details["row"])
 
 
 def notice(messages: list[str] | str | None, kind: str = "warning") -> Any:
@@ -43,8 +51,9 @@ def card(
     ``where`` names the gallery (ids stay unique when one item shows in several galleries);
     ``extra`` goes above the caption (e.g. a decoded image)."""
     row = details["row"]
-    if details.get("thumb"):
-        visual = html.Img(src=thumb_url(ds_id, row), alt=details["name"])
+    src = _thumb_src(ds_id, details)
+    if src:
+        visual = html.Img(src=src, alt=details["name"])
     else:
         visual = html.Div(details["name"], className="card-noimg")
     caption = []
@@ -79,8 +88,9 @@ def neighbor_gallery(ds_id: str, query: dict[str, Any], neighbours: list[tuple[d
 def tooltip_body(ds_id: str, details: dict[str, Any]):
     """Hover tooltip: thumbnail (when the dataset has images), name and metadata fields."""
     children = []
-    if details.get("thumb"):
-        children.append(html.Img(src=thumb_url(ds_id, details["row"]), className="tip-img"))
+    src = _thumb_src(ds_id, details)
+    if src:
+        children.append(html.Img(src=src, className="tip-img"))
     rows = [html.Div(details["name"], className="tip-name")]
     for key, value in details.get("fields", []):
         rows.append(html.Div([html.Span(key, className="tip-key"), html.Span(value)]))

@@ -176,3 +176,13 @@ def all_ids() -> list[str]:
         for k, v in globals().items()
         if k.isupper() and isinstance(v, str) and not k.endswith("_TYPE")
     ]
+
+
+# thumbnail bands (multispectral previews): red / green / blue band, stretch percentiles
+BAND_R = "band-r"
+BAND_G = "band-g"
+BAND_B = "band-b"
+STRETCH = "stretch"
+BANDS_BOX = "bands-box"
+BANDS_NOTE = "bands-note"
+THUMBS = "thumbs-spec"  # the band choice the cards show (written by the URL callback)

@@ -153,6 +153,45 @@ def projection_controls() -> html.Section:
     )
 
 
+def band_controls() -> html.Div:
+    """Which bands make the thumbnails' RGB, and the contrast stretch (shown for datasets
+    whose thumbnails can be regenerated from their images)."""
+
+    def band(id_: str, label: str) -> html.Label:
+        return html.Label(
+            [
+                html.Span(label, className="band-letter"),
+                dcc.Dropdown(id=id_, clearable=False, searchable=False, className="band-pick"),
+            ],
+            className="band-field",
+        )
+
+    return html.Div(
+        [
+            html.Div("Thumbnail bands (red, green, blue)", className="field-label"),
+            html.Div(
+                [band(ids.BAND_R, "R"), band(ids.BAND_G, "G"), band(ids.BAND_B, "B")],
+                className="band-row",
+            ),
+            html.Div("Stretch (percentiles)", className="field-label"),
+            dcc.RangeSlider(
+                id=ids.STRETCH,
+                min=0,
+                max=100,
+                step=0.5,
+                value=[2, 98],
+                marks={0: "0", 25: "25", 50: "50", 75: "75", 100: "100"},
+                allowCross=False,
+                updatemode="mouseup",
+                tooltip={"placement": "bottom", "always_visible": False},
+            ),
+            html.Div(id=ids.BANDS_NOTE, className="field-hint"),
+        ],
+        id=ids.BANDS_BOX,
+        style=HIDDEN,
+    )
+
+
 def appearance_controls() -> html.Section:
     return _section(
         "Appearance",
@@ -173,6 +212,7 @@ def appearance_controls() -> html.Section:
             "Hover shows",
             dcc.Dropdown(id=ids.HOVER_COLS, multi=True, placeholder="label, prediction"),
         ),
+        band_controls(),
     )
 
 
@@ -715,6 +755,7 @@ def stores() -> html.Div:
             dcc.Store(id=ids.REDUCE_DONE),
             dcc.Store(id=ids.DATASETS_VERSION, data=0),
             dcc.Store(id=ids.DIAG_SPEC),
+            dcc.Store(id=ids.THUMBS),
             dcc.Store(id=ids.CELL),
             dcc.Store(id=ids.SAMPLE_ROWS),
             dcc.Store(id=ids.CHAN),

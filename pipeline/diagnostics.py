@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 import numpy as np
-from latentmap.pipeline.groups import metadata_with_groups
+from latentmap.pipeline.groups import grouped_key, metadata_with_groups
 from latentmap.pipeline.store import Entry, Store
 
 DIAG_VERSION = 2
@@ -568,6 +568,7 @@ def confusion_distance_for(
         "layer": layer,
         "true_col": true_col,
         "pred_col": pred_col,
+        **grouped_key(store, ds_id, true_col, pred_col),
     }
 
     def compute():
@@ -672,6 +673,7 @@ def centroid_map(
         "params": used,
         "seed": int(seed),
         "column": column,
+        **grouped_key(store, ds_id, column),
     }
 
     def compute():
@@ -924,6 +926,7 @@ def layer_summary(
         "layer": layer,
         "label_col": label_col,
         "pred_col": pred_col,
+        **grouped_key(store, ds_id, label_col, pred_col),
     }
 
     def compute():

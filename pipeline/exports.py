@@ -61,6 +61,23 @@ def export_npz(
     return dest
 
 
+def export_npz_layers(store: Store, ds_id: str, dest: str | Path) -> list[tuple[Path, str]]:
+    """``encode --save-cache``: the default layer to ``dest`` (seed 002 format, one
+    ``latents`` array) and every other captured layer to ``<stem>.<layer>.npz`` beside it."""
+    from latentmap.pipeline.store import safe_name
+
+    dest = Path(dest)
+    m = store.manifest(ds_id)
+    layers = [x for x in store.layers(ds_id) if "@" not in x]
+    first = m.get("default_layer") or layers[-1]
+    out = [(export_npz(store, ds_id, first, dest), first)]
+    for layer in layers:
+        if layer != first:
+            other = dest.with_name(f"{dest.stem}.{safe_name(layer)}.npz")
+            out.append((export_npz(store, ds_id, layer, other), layer))
+    return out
+
+
 def export_table(
     store: Store,
     ds_id: str,

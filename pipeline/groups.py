@@ -543,6 +543,22 @@ def _grouped(
 GROUP_SEP = " ▸ "
 
 
+def grouped_key(store: Store, ds_id: str, *columns: str | None) -> dict[str, Any]:
+    """Cache-key part for results computed on grouped columns (``<column> ▸ <mapping>``): the
+    mapping's groups, so re-saving a mapping under the same name recomputes them. Empty for
+    plain columns (their keys stay as they were)."""
+    out: dict[str, Any] = {}
+    for col in columns:
+        if not col or GROUP_SEP not in str(col):
+            continue
+        name = str(col).split(GROUP_SEP, 1)[1]
+        try:
+            out[str(col)] = get_groups(store, ds_id, name).key()
+        except GroupsError:
+            out[str(col)] = None
+    return {"mappings": out} if out else {}
+
+
 def metadata_with_groups(store: Store, ds_id: str, meta=None):
     """The dataset's metadata plus one column per saved mapping and categorical column it
     applies to, named ``<column> ▸ <mapping>`` (group names; ``(other)`` for the rest), so a

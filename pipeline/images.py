@@ -352,7 +352,7 @@ def make_thumbnail(
     """PNG bytes of a contrast-stretched preview of a (C, H, W) array.
 
     ``rgb`` picks the bands shown as red, green, blue (indices beyond the last band are
-    clamped to it); 1- and 2-band images give a greyscale preview of the first band. The
+    clamped to it); 1- and 2-band images give a greyscale preview of band ``rgb[0]``. The
     longest side becomes ``size``; small images are enlarged with NEAREST, large ones
     reduced with LANCZOS.
     """
@@ -368,7 +368,7 @@ def make_thumbnail(
     if a.ndim != 3 or a.shape[0] < 1 or a.shape[1] < 1 or a.shape[2] < 1:
         raise ValueError(f"expected a (C, H, W) array, got shape {a.shape}")
     c = a.shape[0]
-    bands = [0] if c < 3 else [min(i, c - 1) for i in (r, g, b)]
+    bands = [min(r, c - 1)] if c < 3 else [min(i, c - 1) for i in (r, g, b)]
     if len(set(bands)) == 1:
         pixels = stretch_band(a[bands[0]], lo, hi)
         im = Image.fromarray(pixels, mode="L")

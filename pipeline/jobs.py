@@ -226,8 +226,9 @@ def encode(
         raise EncodeError(str(e)) from None
 
     pre = model.preprocess
+    first = _first_readable(src, pre)  # one image: the band count, and the input size if unset
+    n_bands = int(first.shape[0])
     if pre.size is None or pre.channels is None:
-        first = _first_readable(src, pre)
         if pre.bands is not None:
             first = first[list(pre.bands)] if max(pre.bands) < first.shape[0] else first
         pre = replace(
@@ -259,6 +260,7 @@ def encode(
             reused=True,
         )
     job = _EncodeJob(store, ds_id, src, replace(model, preprocess=pre), layers, pool, req)
+    job.n_bands = n_bands
     job.boxset = boxset if boxset is not None and boxset.n_boxes else None
     return job.run(key, progress=progress, should_cancel=should_cancel, t0=t0)
 
@@ -295,6 +297,7 @@ class _EncodeJob:
         self.parts = self.dir / "parts"
         self.thumbs = store.thumb_dir(ds_id)
         self.boxset = None  # BoxSet drawn on thumbnails (and inputs with req.draw_bboxes)
+        self.n_bands: int | None = None  # bands of the source images (for the band picker)
 
     # ----- state
     def _start_manifest(self, key: dict) -> dict:
@@ -319,6 +322,14 @@ class _EncodeJob:
                 "path": str(Path(self.req.source).expanduser().resolve()),
                 "labels": self.req.labels,
                 "n_items": len(self.src),
+                "bands": self.n_bands,
+                # how the folder was opened: thumbnails can be regenerated from it
+                "open": {
+                    "labels": self.req.labels,
+                    "num_samples": self.req.num_samples,
+                    "seed": self.req.seed,
+                    "group_captures": bool(self.req.group_captures),
+                },
             },
             "model": {
                 **self.model.describe(),
@@ -570,6 +581,10 @@ class _EncodeJob:
                 "and left out of maps and neighbours"
             )
         self.store.write_metadata(self.ds_id, meta)
+        from latentmap.pipeline.bands import ITEM_INDEX
+        from latentmap.pipeline.store import save_npy
+
+        save_npy(self.dir / ITEM_INDEX, np.asarray(idx, dtype=np.int64))  # row -> source item
         for row, item in enumerate(idx):
             raw = self.thumbs / f"raw_{item}.png"
             if raw.exists():

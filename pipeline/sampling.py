@@ -511,6 +511,10 @@ def sample_latents(
     X = _layer_vectors(store, ds_id, layer)
     region_norm, region_rows = resolve_region(store, ds_id, region)
     key = samples_key(ds_id, layer, n=n_req, dist=dist, k=k, seed=seed, region=region_norm)
+    if region_norm and "column" in region_norm:
+        from latentmap.pipeline.groups import grouped_key
+
+        key.update(grouped_key(store, ds_id, region_norm["column"]))
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         from latentmap.pipeline.neighbors import nearest_to_vectors, row_norms

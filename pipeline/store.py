@@ -334,10 +334,20 @@ class Store:
     def thumb_dir(self, ds_id: str) -> Path:
         return self.dataset_dir(ds_id) / "thumbs"
 
-    def thumbnail_path(self, ds_id: str, row: int) -> Path | None:
-        """Path of row's thumbnail, or None. ``row`` must be an int (never a path)."""
+    def thumbnail_path(self, ds_id: str, row: int, variant: str | None = None) -> Path | None:
+        """Path of row's thumbnail, or None. ``row`` must be an int (never a path).
+
+        ``variant`` (a band choice, ``pipeline.bands.variant_key``) picks regenerated
+        thumbnails; a row that has none there falls back to the encoded thumbnail."""
         if not isinstance(row, (int, np.integer)) or row < 0:
             return None
+        if variant:
+            from latentmap.pipeline.bands import VARIANT_RE
+
+            if VARIANT_RE.match(variant):
+                p = self.dataset_dir(ds_id) / f"thumbs_{variant}" / f"{int(row)}.png"
+                if p.is_file():
+                    return p
         p = self.thumb_dir(ds_id) / f"{int(row)}.png"
         return p if p.is_file() else None
 

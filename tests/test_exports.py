@@ -99,3 +99,22 @@ def test_category_column_picks_a_categorical_column():
     )
     assert category_column(meta) == "qa_category"
     assert category_column(meta[["id", "class_id"]]) is None
+
+
+def test_save_cache_writes_every_captured_layer(demo, tmp_path):
+    from latentmap.pipeline.exports import export_npz_layers
+    from latentmap.pipeline.sources import open_embeddings
+
+    store, ds = demo
+    written = export_npz_layers(store, ds, tmp_path / "demo.npz")
+    layers = [x for x in store.layers(ds) if "@" not in x]
+    assert sorted(layer for _, layer in written) == sorted(layers)
+    assert written[0] == (tmp_path / "demo.npz", store.manifest(ds)["default_layer"])
+    for path, layer in written:
+        if layer != written[0][1]:
+            assert path.name == f"demo.{layer}.npz"
+        S = store.spatial(ds, layer)  # spatial layers are written unpooled, as seed 002 does
+        want = store.vectors(ds, layer) if S is None else np.asarray(S)
+        with np.load(path) as z:
+            np.testing.assert_array_equal(z["latents"], want)
+        assert len(open_embeddings(path).vectors) == len(want)

@@ -184,3 +184,28 @@ def test_named_mappings_per_dataset(store):
         save_groups(store, ds, "../evil", {"A": ["x"]})
     with pytest.raises(GroupsError, match="no column 'nope'"):
         groups_column(store, ds, "nope", "seed")
+
+
+def test_resaving_a_mapping_recomputes_results_on_its_grouped_column(store):
+    from latentmap.pipeline.diagnostics import centroid_map, layer_summary
+    from latentmap.pipeline.groups import GROUP_SEP
+
+    rng = np.random.default_rng(0)
+    cats = ["a", "b", "c", "d"] * 10
+    ds = write_dataset(
+        store,
+        name="g",
+        vectors={"e": rng.normal(size=(40, 6)).astype(np.float32)},
+        metadata=pd.DataFrame({"cat": cats}),
+    )
+    col = f"cat{GROUP_SEP}m"
+    save_groups(store, ds, "m", {"AB": ["a", "b"], "CD": ["c", "d"]})
+    first = centroid_map(store, ds, "e", "pca", None, col)
+    assert first.info["classes"] == ["AB", "CD"]
+    assert layer_summary(store, ds, "e", col, None)
+    save_groups(store, ds, "m", {"AC": ["a", "c"], "BD": ["b", "d"]})  # same name, new groups
+    again = centroid_map(store, ds, "e", "pca", None, col)
+    assert again.info["classes"] == ["AC", "BD"]
+    # plain columns keep their keys: no mapping in them
+    plain = centroid_map(store, ds, "e", "pca", None, "cat")
+    assert plain.info["classes"] == ["a", "b", "c", "d"]

@@ -83,3 +83,49 @@ def test_channel_heatmap_click_colours_the_map_by_that_channel(spatial):
         what="the map coloured by the channel",
     )
     assert scale == "channel 2"
+
+
+def test_band_picker_regenerates_thumbnails_in_the_background(explorer, tmp_path):
+    from latentmap.pipeline.jobs import EncodeRequest, encode
+    from test_bands import write_multispectral
+
+    duo, store, _ = explorer
+    root = write_multispectral(tmp_path / "ms")
+    ds = encode(store, EncodeRequest(source=str(root), model="pixels", workers=0)).ds_id
+    d = duo.driver
+    d.get(duo.server_url + f"/?ds={ds}&method=pca&sel=0")
+    wait(lambda: d.find_element("css selector", "#bands-box").is_displayed(), timeout=60,
+         what="the band picker of a 5-band dataset")  # fmt: skip
+    assert "5 bands" in d.find_element("css selector", "#bands-note").text
+
+    def card_srcs():  # read in one script: the gallery re-renders under a Python loop
+        return d.execute_script(
+            "return Array.from(document.querySelectorAll('#gallery .card img')).map(i => i.src)"
+        )
+
+    wait(lambda: len(card_srcs()) >= 2, timeout=60, what="neighbour cards with thumbnails")
+    assert not any("?v=" in s for s in card_srcs())
+    wait(lambda: idle(d), timeout=60, what="idle page")
+    choose(d, "#band-r", "4")
+    wait(lambda: search(d).get("rgb") == "4,1,2", what="the band choice in the URL")
+    try:
+        wait(
+            lambda: card_srcs() and all(s.endswith("?v=b4-1-2_p2-98") for s in card_srcs()),
+            timeout=120,
+            what="cards switched to the regenerated thumbnails",
+        )
+        loaded = d.execute_script(
+            "return Array.from(document.querySelectorAll('#gallery .card img'))"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert loaded
+        assert "showing bands 4, 1, 2" in d.find_element("css selector", "#bands-note").text
+    finally:
+        d.save_screenshot(str(ARTIFACTS / "bands.png"))
+    # a teammate opening the link sees the same thumbnails at once (cached)
+    d.get(d.current_url)
+    wait(
+        lambda: card_srcs() and all(s.endswith("?v=b4-1-2_p2-98") for s in card_srcs()),
+        timeout=60,
+        what="the shared link showing the chosen bands",
+    )
