@@ -12,11 +12,13 @@ from pathlib import Path
 
 from dash import Dash, set_props
 from flask import abort, request, send_file
+from latentmap.auth import protect
 from latentmap.callbacks import (
     bands,
     channels,
     datasets,
     diagnostics,
+    exports,
     layers,
     neighbors,
     reduction,
@@ -31,6 +33,7 @@ from latentmap.components.gallery import notice
 from latentmap.components.layout import build_layout
 from latentmap.pipeline.store import StoreError
 from latentmap.settings import Settings
+from latentmap.status import register_status
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +77,12 @@ def register_routes(app: Dash, settings: Settings) -> None:
         from latentmap.callbacks.diagnostics import REPORT_NAME
         from latentmap.pipeline.store import valid_dataset_id
 
-        if not valid_dataset_id(ds_id) or not REPORT_NAME.match(name):
+        if not valid_dataset_id(ds_id) or not REPORT_NAME.fullmatch(name):
             abort(404)
-        path = settings.store().root / "reports" / ds_id / name
-        if not path.is_file():
-            abort(404)
+        reports = settings.store().root / "reports"
+        path = reports / ds_id / name
+        if not path.is_file() or not path.resolve().is_relative_to(reports.resolve()):
+            abort(404)  # missing, or a symlink out of the cache
         return send_file(path, mimetype="application/zip", as_attachment=True, download_name=name)
 
     @app.server.route("/thumb/<path:_anything>")
@@ -109,6 +113,8 @@ def create_app(settings: Settings | None = None, *, celery_app=None) -> Dash:
     app.layout = build_layout()
     app.server.config["LATENTMAP_SETTINGS"] = settings
     register_routes(app, settings)
+    register_status(app, settings)  # /status and /status.json: the job registry
+    protect(app, settings)  # access control and request guards (auth.py); refuses open sharing
     for module in (
         url,
         scatter,
@@ -121,6 +127,7 @@ def create_app(settings: Settings | None = None, *, celery_app=None) -> Dash:
         sampling,
         channels,
         bands,
+        exports,
     ):
         module.register(app, settings)
     return app

@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default 8050)")
     s.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        default=None,
+        help="user:password lines; required (or LATENTMAP_USERS) to serve beyond 127.0.0.1",
+    )
+    s.add_argument(
         "--load-cache",
         metavar="PATH",
         help="import a seed-002 .npz cache (once: the same file gives the same dataset) and open it",
@@ -527,9 +533,14 @@ def cmd_reduce(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from latentmap.auth import check_access
     from latentmap.settings import Settings
 
-    settings = _settings(args, host=args.host, port=args.port)
+    settings = _settings(args, host=args.host, port=args.port, auth_file=args.auth_file)
+    check_access(settings)  # before any slow work: no open server beyond this machine
+    from latentmap.callbacks.manager import check_redis
+
+    check_redis(settings)  # Redis configured but unreachable: say so now, not on first job
     store = settings.store()
     ds = None
     if args.load_cache and (args.dataset or args.demo):
@@ -547,7 +558,20 @@ def cmd_serve(args) -> int:
         port=settings.port,
         dataset=ds,
         debug=settings.debug or None,
+        auth_file=settings.auth_file,
     )
+    settings = check_redis(settings)  # with LATENTMAP_REDIS_FALLBACK: embedded jobs
+    import os
+
+    if not settings.redis_url and os.environ.get("LATENTMAP_WARMUP", "1").lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
+        from latentmap.pipeline.warmup import start_warmup
+
+        start_warmup()  # numba's compile cache for UMAP, filled in a spawned child meanwhile
     from latentmap.app import create_app
 
     app = create_app(settings)

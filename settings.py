@@ -30,10 +30,16 @@ class Settings:
     dataset: str | None = None  # id or name opened first; None = the demo / newest
     demo: bool = False
     redis_url: str | None = None  # when set, background jobs run on Celery workers
+    # Redis unreachable at start: run jobs in this process (True) instead of refusing to start
+    redis_fallback: bool = False
     device: str = "auto"
     debug: bool = False
     max_spatial_bytes: int = 2 * 1024**3  # unpooled latents kept when below this
     thumb_size: int = 96
+    # access control (see latentmap.auth): "user:password" pairs, comma-separated, and/or a
+    # file of "user:password" lines; required when host is not a loopback address
+    users: str | None = field(default=None, repr=False)
+    auth_file: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser().resolve())
@@ -43,6 +49,8 @@ class Settings:
             raise SettingsError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.thumb_size < 8 or self.thumb_size > 1024:
             raise SettingsError(f"thumb_size must be 8..1024, got {self.thumb_size!r}")
+        if self.auth_file is not None:
+            object.__setattr__(self, "auth_file", Path(self.auth_file).expanduser())
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

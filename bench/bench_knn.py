@@ -92,6 +92,46 @@ def bench_graph(n: int, d: int, k: int = 15, baseline: bool = True) -> dict:
     return res
 
 
+def bench_ann(path: Path, n: int, d: int, n_queries: int, k: int = 10) -> dict:
+    """The app's HNSW path on a memmapped (n, d) layer: build time, query time, recall@k vs
+    exact (the same ``nearest_to_vectors`` the app uses below the threshold)."""
+    import pandas as pd
+    from latentmap.pipeline import ann
+    from latentmap.pipeline.datasets import write_dataset
+    from latentmap.pipeline.neighbors import nearest, nearest_to_vectors, row_norms
+    from latentmap.pipeline.store import Store
+
+    store = Store(path / f"store{n}")
+    X = make_memmap(path / f"ann{n}.npy", n, d, seed=7)
+    ds = write_dataset(store, name="ann", vectors={"z": X}, metadata=pd.DataFrame({"i": range(n)}))
+    del X
+    ann.ANN_MIN_ROWS = min(ann.ANN_MIN_ROWS, n)
+    t0 = time.perf_counter()
+    ann.build_index(store, ds, "z")
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ann.cached_index(store, ds, "z")
+    load = time.perf_counter() - t0
+    Xs = store.vectors(ds, "z")
+    norms = row_norms(store, ds, "z")
+    rows = np.random.default_rng(11).choice(n, n_queries, replace=False)
+    nearest(store, ds, "z", int(rows[0]), k)  # warm
+    times, hits = [], 0
+    for r in rows:
+        t0 = time.perf_counter()
+        got = nearest(store, ds, "z", int(r), k)
+        times.append(time.perf_counter() - t0)
+        idx, _ = nearest_to_vectors(Xs, np.asarray(Xs[r]), k, exclude=[int(r)], norms=norms)
+        hits += len({g for g, _ in got} & set(idx[0].tolist()))
+    return {
+        "build_s": build,
+        "load_s": load,
+        "ms_per_query": 1000 * float(np.median(times)),
+        "p95_ms": 1000 * float(np.percentile(times, 95)),
+        "recall": hits / (k * len(rows)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--query-sizes", default="100000")
@@ -102,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-graph", action="store_true", help="sklearn graph above 20k too")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tmp", default=None, help="folder for the memmapped .npy files")
+    ap.add_argument(
+        "--ann", default="", help="sizes for the HNSW index path, e.g. 100000,1000000 (slow)"
+    )
     a = ap.parse_args(argv)
     parse = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
     qsizes, gsizes = parse(a.query_sizes), parse(a.graph_sizes)
@@ -123,6 +166,25 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             del X
+
+    if a.ann:
+        from latentmap.pipeline import ann
+
+        print(
+            f"\n== HNSW index (M={ann.HNSW_M}, SQ8, efSearch={ann.EF_SEARCH}, "
+            f"{ann.CANDIDATES} candidates re-ranked), D={a.dim}"
+        )
+        print(
+            f"{'N':>9} {'build s':>8} {'load s':>7} {'ms/query':>9} {'p95 ms':>7} {'recall@10':>10}"
+        )
+        with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+            for n in parse(a.ann):
+                r = bench_ann(Path(tmp), n, a.dim, a.queries)
+                print(
+                    f"{n:>9} {r['build_s']:>8.1f} {r['load_s']:>7.2f} {r['ms_per_query']:>9.2f} "
+                    f"{r['p95_ms']:>7.2f} {r['recall']:>10.3f}",
+                    flush=True,
+                )
 
     print(f"\n== full kNN graph, k=15, D={a.dim}")
     print(f"{'N':>9} {'latentmap s':>12} {'sklearn s':>10} {'speed-up':>9} {'agree':>6}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from dash import Dash, Input, Output, State, set_props
+from dash import Dash, Input, Output, set_props
 from latentmap.callbacks import data, tasks
 from latentmap.components import ids
 from latentmap.components.layout import HIDDEN, SHOWN_BLOCK
@@ -68,10 +68,12 @@ def register(app: Dash, settings: Settings) -> None:
     def band_box(spec, thumbs, done):
         return box(settings.store(), spec, thumbs, done)
 
-    @app.callback(Input(ids.TASKS_DONE, "data"), State(ids.THUMBS, "data"))
+    @app.callback(Input(ids.TASKS_DONE, "data"), Input(ids.THUMBS, "data"))
     def thumbs_made(_done, thumbs):
         # set_props, not an Output: THUMBS -> tasks job -> TASKS_DONE -> THUMBS would be a
-        # dependency cycle, which Dash refuses to run
+        # dependency cycle, which Dash refuses to run. (Two output-less callbacks with the same
+        # inputs get the same id in Dash, and the later one replaces the other: channels.pooled
+        # listens to TASKS_DONE alone, so THUMBS is an input here too.)
         try:
             new = ready_thumbs(settings.store(), thumbs)
         except data.EXPECTED_ERRORS as e:

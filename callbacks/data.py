@@ -121,7 +121,20 @@ def groups(store: Store, spec: dict[str, Any]) -> list[Group]:
             filter_mode=spec.get("filter_mode", "dim"),
         )
 
-    return _GROUPS.get(key, make)
+    full = _GROUPS.get(key, make)
+    view = spec.get("view") or {}
+    if view.get("mode") == "density":
+        return []  # drawn as a density: no point traces (nothing to hover or click)
+    if view.get("mode") == "window":  # only the points inside the zoomed view are drawn
+        from dataclasses import replace
+
+        from latentmap.components.figures import in_box
+
+        got = projection_coords(store, ds, layer, spec["method"], spec.get("params"))
+        if got is None:
+            return []
+        return [replace(g, rows=in_box(got[0], g.rows, view["box"])) for g in full]
+    return full
 
 
 def projection_coords(

@@ -23,17 +23,53 @@ def _text(value) -> str | None:
     return value or None
 
 
-def encode_request(source, model, checkpoint, layers, pool, labels, name, device: str = "auto"):
-    """An EncodeRequest from the form's fields (raises EncodeError for a missing folder)."""
+def allows_code(settings) -> bool:
+    """May the web form load Python model classes (``file.py:Class`` / ``module:Class``)? Not on
+    a shared server (credentials set) unless ``LATENTMAP_ALLOW_CODE=1``: any signed-in user
+    could otherwise run Python files that exist on the server."""
+    import os
+
+    if os.environ.get("LATENTMAP_ALLOW_CODE", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    return not (settings.users or settings.auth_file)
+
+
+def encode_request(
+    source,
+    model,
+    checkpoint,
+    layers,
+    pool,
+    labels,
+    name,
+    device: str = "auto",
+    *,
+    allow_code: bool = True,
+):
+    """An EncodeRequest from the form's fields (raises EncodeError for a missing folder, a
+    ``~user`` that does not exist, or Python model code where ``allow_code`` is False)."""
+    from pathlib import Path
+
     from latentmap.pipeline.jobs import EncodeError, EncodeRequest
 
     source = _text(source)
     if not source:
         raise EncodeError("enter a folder of images or an embeddings file to encode")
+    for what, value in (("folder", source), ("labels file", _text(labels))):
+        try:
+            Path(value or "").expanduser()
+        except RuntimeError:
+            raise EncodeError(f"the {what} {value!r} names a user that does not exist") from None
+    spec = _text(model) or "pixels"
+    if not allow_code and ":" in spec:
+        raise EncodeError(
+            f"{spec!r} is Python code: on a shared server the web form runs built-in and "
+            "TorchScript models only (use the CLI, or set LATENTMAP_ALLOW_CODE=1)"
+        )
     layer_list = tuple(p.strip() for p in (layers or "").split(",") if p.strip())
     return EncodeRequest(
         source=source,
-        model=_text(model) or "pixels",
+        model=spec,
         checkpoint=_text(checkpoint),
         layers=layer_list,
         pool=_text(pool) or "mean",
@@ -118,7 +154,15 @@ def register(app: Dash, settings: Settings) -> None:
             return no_update, no_update
         try:
             req = encode_request(
-                source, model, checkpoint, layers, pool, labels, name, settings.device
+                source,
+                model,
+                checkpoint,
+                layers,
+                pool,
+                labels,
+                name,
+                settings.device,
+                allow_code=allows_code(settings),
             )
         except EXPECTED_ERRORS as e:
             return notice(str(e), "error"), no_update

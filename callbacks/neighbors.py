@@ -57,7 +57,10 @@ def neighbours_view(
     v = data.thumb_variant(thumbs, ds)
     query = data.row_details(store, ds, int(row), extra, v)
     cards = [(data.row_details(store, ds, r, extra, v), s) for r, s in hits]
-    title = f"{len(hits)} nearest to {query['name']}"
+    from latentmap.pipeline.neighbors import search_method
+
+    how = search_method(store, ds, layer)
+    title = f"{len(hits)} nearest to {query['name']}" + ("" if how == "exact" else f" ({how})")
     store_data = {"dataset": ds, "layer": layer, "k": k, "rows": [int(row)] + [r for r, _ in hits]}
     return store_data, neighbor_gallery(ds, query, cards), title, None
 

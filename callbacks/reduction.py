@@ -16,6 +16,7 @@ from dash import Dash, Input, Output, no_update
 from latentmap.callbacks.data import EXPECTED_ERRORS
 from latentmap.components import ids
 from latentmap.components.layout import HIDDEN, SHOWN_FLEX
+from latentmap.pipeline.joblog import job
 from latentmap.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,26 @@ def run_request(store, request: dict | None, set_progress=None) -> dict | None:
             set_progress((str(int(round(100 * fraction))), message))
 
     token = {"nonce": request.get("nonce"), "proj": proj}
-    try:
-        projection(
-            store,
-            proj["dataset"],
-            proj["layer"],
-            proj["method"],
-            proj.get("params"),
-            progress=progress,
-        )
-    except EXPECTED_ERRORS as e:
-        log.warning("projection failed: %s", e)
-        token["error"] = str(e)
+    detail = f"{proj.get('method')} of {proj.get('layer')}"
+    with job(store.root, "projection", dataset=proj.get("dataset"), detail=detail) as j:
+
+        def tracked(fraction: float, message: str) -> None:
+            j.progress(fraction, message)
+            progress(fraction, message)
+
+        try:
+            projection(
+                store,
+                proj["dataset"],
+                proj["layer"],
+                proj["method"],
+                proj.get("params"),
+                progress=tracked,
+            )
+        except EXPECTED_ERRORS as e:
+            log.warning("projection failed: %s", e)
+            token["error"] = str(e)
+            j.fail(e)
     return token
 
 

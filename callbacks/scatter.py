@@ -13,11 +13,15 @@ import logging
 from typing import Any
 
 import numpy as np
-from dash import Dash, Input, Output, Patch, State, no_update, set_props
+from dash import Dash, Input, Output, Patch, State, ctx, no_update, set_props
 from latentmap.callbacks import data
 from latentmap.components import ids
 from latentmap.components.figures import (
+    DENSITY_BINS,
+    POINTS_IN_VIEW,
     camera_from_relayout,
+    density_trace,
+    density_view,
     empty_figure,
     highlight_trace,
     marked_trace,
@@ -109,6 +113,23 @@ def render(
     if drawn == want:
         notices += proj_notices
     groups = data.groups(store, spec)
+    view = density_view(coords, np.concatenate([g.rows for g in groups]) if groups else
+                        np.empty(0, np.int64), camera)  # fmt: skip
+    density = None
+    if view["mode"] != "points":
+        groups = data.groups(store, {**spec, "view": view})
+        rows_all = np.concatenate([g.rows for g in data.groups(store, spec)])
+        if view["mode"] == "density":
+            density = density_trace(coords, rows_all, view.get("box"))
+            status = (status + " " if status else "") + (
+                f"{view['n']:,} points drawn as a density ({DENSITY_BINS}×{DENSITY_BINS} cells): "
+                f"zoom in until at most {POINTS_IN_VIEW:,} are in view to draw them one by one."
+            )
+        else:
+            status = (status + " " if status else "") + (
+                f"Drawing the {view['inside']:,} points in view (of {view['n']:,}); "
+                "zoom out for the density of all."
+            )
     hl = None
     if neighbours and neighbours.get("dataset") == ds and neighbours.get("layer") == layer:
         hl = highlight_trace(coords, neighbours.get("rows"))
@@ -133,13 +154,14 @@ def render(
         highlight=hl,
         marked=marked,
         point_values=point_values,
-        overlays=overlays,
+        overlays=([density] if density else []) + overlays,
     )
     new_shown = {
         **spec,
         "method": drawn["method"],
         "params": drawn["params"],
         "n_groups": len(groups),
+        "view": None if view["mode"] == "points" else view,
     }
     return fig, new_shown, request, notice(notices, "info"), status
 
@@ -271,14 +293,17 @@ def register(app: Dash, settings: Settings) -> None:
         Input(ids.SPEC, "data"),
         Input(ids.REDUCE_DONE, "data"),
         Input(ids.TASKS_DONE, "data"),
+        Input(ids.CAMERA, "data"),
         State(ids.SHOWN, "data"),
-        State(ids.CAMERA, "data"),
         State(ids.REDUCE_REQUEST, "data"),
         State(ids.REDUCE_CANCEL, "n_clicks"),
         State(ids.NEIGHBORS, "data"),
         State(ids.DIAG_SPEC, "data"),
     )
-    def update_figure(spec, done, tasks_done, shown, camera, pending, cancels, neighbours, diag):
+    def update_figure(spec, done, tasks_done, camera, shown, pending, cancels, neighbours, diag):
+        if ctx.triggered_id == ids.CAMERA and not (shown and shown.get("view")):
+            # pan / zoom is the browser's business, except at a density scale (re-binned)
+            return no_update, no_update, no_update, no_update
         try:
             fig, new_shown, request, note, status = render(
                 settings.store(),

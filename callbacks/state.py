@@ -750,8 +750,9 @@ def _parts(value: Any) -> list[str]:
 
 def resolve_thumbs(store: Store, ds: str, rgb: Any, stretch: Any):
     """(band choice or None, ready, notices) of the link's ``rgb`` and ``stretch``."""
-    if rgb in (None, "", NONE) and stretch in (None, ""):
-        return None, False, []
+    no_rgb = rgb in (None, "", NONE)
+    if no_rgb and (stretch in (None, "") or _parts(stretch) in (["2", "98"], ["2.0", "98.0"])):
+        return None, False, []  # the encoded thumbnails
     from latentmap.pipeline.bands import (
         DEFAULT_PERCENTILES,
         BandsError,

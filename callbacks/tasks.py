@@ -19,6 +19,7 @@ from dash import Dash, Input, Output, State, no_update
 from latentmap.callbacks.data import EXPECTED_ERRORS
 from latentmap.components import ids
 from latentmap.components.layout import HIDDEN, SHOWN_FLEX
+from latentmap.pipeline.joblog import job
 from latentmap.pipeline.store import NotCached, Store
 from latentmap.settings import Settings
 
@@ -39,6 +40,7 @@ LABELS = {
     "path_decode": "decoded path",
     "variant": "pooling",
     "channels": "channel analysis",
+    "index": "nearest-neighbour index",
 }
 _METHODS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
@@ -86,6 +88,10 @@ def run_task(store: Store, t: dict[str, Any], progress=None) -> Any:
         from latentmap.pipeline.spatial import ensure_variant
 
         return ensure_variant(store, ds, layer, t["pool"], progress=progress)
+    if kind == "index":
+        from latentmap.pipeline.ann import build_index
+
+        return build_index(store, ds, layer, progress=progress)
     if kind == "thumbs":
         from latentmap.pipeline.bands import ensure_thumbs, parse_variant_key
 
@@ -106,6 +112,10 @@ def lookup(store: Store, t: dict[str, Any]) -> Any:
 
     Errors (a missing column, an unknown layer...) propagate: panels show them.
     """
+    if t["kind"] == "index":  # loaded once per process and kept (it is large)
+        from latentmap.pipeline.ann import cached_index
+
+        return cached_index(store, t["dataset"], t["layer"])
     try:
         return run_task(store.cached_only(), t)
     except NotCached:
@@ -124,6 +134,10 @@ def needed_tasks(
         out.append(task("variant", spec["dataset"], base, pool=pool))
     if spec and spec.get("layer"):
         ds, layer, method, params = spec["dataset"], spec["layer"], spec["method"], spec["params"]
+        from latentmap.pipeline.ann import wants_index
+
+        if wants_index(store, ds, layer):  # large layers: the HNSW index for neighbours
+            out.append(task("index", ds, layer))
         ov = set(spec.get("overlays") or ())
         if ov & {"centroids", "ellipses"} and spec.get("centroid_col"):
             out.append(
@@ -290,12 +304,19 @@ def run_request(store: Store, request: dict | None, set_progress=None) -> dict |
                 set_progress((str(int(100 * (i + fraction) / n)), message))
 
         progress(0.0, f"{i + 1}/{n}: {describe(t)}")
-        try:
-            with_progress = t["kind"] in ("projection", "variant", "thumbs")
-            run_task(store, t, progress=progress if with_progress else None)
-        except EXPECTED_ERRORS as e:
-            log.warning("%s failed: %s", describe(t), e)
-            errors.append({"task": t, "error": str(e)})
+        with job(store.root, t["kind"], dataset=t.get("dataset"), detail=describe(t)) as j:
+
+            def tracked(fraction: float, message: str, i: int = i, j=j) -> None:
+                j.progress(fraction, message)
+                progress(fraction, message, i)
+
+            try:
+                with_progress = t["kind"] in ("projection", "variant", "thumbs", "index")
+                run_task(store, t, progress=tracked if with_progress else None)
+            except EXPECTED_ERRORS as e:
+                log.warning("%s failed: %s", describe(t), e)
+                errors.append({"task": t, "error": str(e)})
+                j.fail(e)
     return {"nonce": request.get("nonce"), "errors": errors}
 
 

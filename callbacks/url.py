@@ -227,6 +227,28 @@ def dataset_info(store, view: View) -> str:
     return " · ".join(p for p in parts if p)
 
 
+def _no_code_from_links(raw: dict[str, Any]) -> list[str]:
+    """A link never makes the server run Python: a decoder named as file.py:Class or
+    module:Class is dropped from a restored URL (a TorchScript file, which runs no Python
+    code, is kept). Typed into the decoder box by the user, it still works."""
+    from pathlib import Path
+
+    spec = str(raw.get("dec") or "").strip()
+    if ":" not in spec:
+        return []
+    try:
+        if Path(spec).expanduser().is_file():
+            return []
+    except (OSError, RuntimeError):  # name too long, ~unknown-user: not a file
+        pass
+    raw.pop("dec", None)
+    raw.pop("deck", None)
+    return [
+        "The link names a Python decoder class; links never load Python code: "
+        "enter it in the decoder box to use it."
+    ]
+
+
 def sync(
     store,
     preferred_dataset: str | None,
@@ -247,6 +269,7 @@ def sync(
     restoring = trigger in RESTORE_TRIGGERS
     if restoring:
         raw, notices = parse_query(search)
+        notices += _no_code_from_links(raw)
     else:
         raw = {key: values.get(key) for _, _, key in CONTROLS}
         raw["color"] = raw["color"] or None

@@ -3,6 +3,10 @@
 The worker builds the same Dash app as the web process (from ``LATENTMAP_*`` settings, with
 ``LATENTMAP_REDIS_URL`` set) so that every background callback is registered as a task under
 the same name on both sides.
+
+UMAP's numba compilation (60-90 s on 2 cores) is paid when the worker starts, not on a user's
+first UMAP: with ``--pool=solo`` / ``threads`` in the worker process before it takes jobs,
+with the prefork pool in each child as it starts. ``LATENTMAP_WARMUP=0`` skips it.
 """
 
 from __future__ import annotations
@@ -20,3 +24,38 @@ from latentmap.callbacks.manager import make_celery  # noqa: E402
 
 celery_app = make_celery(settings.redis_url)
 dash_app = create_app(settings, celery_app=celery_app)
+
+
+def _warm(where: str) -> None:
+    import logging
+    import os
+    import time
+
+    if os.environ.get("LATENTMAP_WARMUP", "1").lower() in ("0", "false", "no", "off"):
+        return
+    from latentmap.pipeline.warmup import warm_umap
+
+    t = time.perf_counter()
+    try:
+        steps = warm_umap()
+    except Exception as e:  # noqa: BLE001 - a failed warm-up only means a slower first UMAP
+        logging.getLogger(__name__).warning("UMAP warm-up failed (%s): %s", where, e)
+        return
+    detail = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
+    print(f"latentmap: UMAP compiled in {time.perf_counter() - t:.0f} s ({where}: {detail})")
+
+
+def _on_worker_init(sender=None, **_kw) -> None:
+    pool = str(getattr(sender, "pool_cls", "") or "").lower()
+    if "solo" in pool or "thread" in pool:
+        _warm("worker process")
+
+
+def _on_process_init(**_kw) -> None:
+    _warm("pool child")
+
+
+from celery.signals import worker_init, worker_process_init  # noqa: E402
+
+worker_init.connect(_on_worker_init, weak=False)
+worker_process_init.connect(_on_process_init, weak=False)

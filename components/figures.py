@@ -123,7 +123,73 @@ def palette(n: int) -> list[str]:
 def typed_array(a: np.ndarray) -> dict[str, str]:
     """A plotly.js typed-array spec (base64 float32): ~4x smaller and faster than a list."""
     a = np.ascontiguousarray(a, dtype=np.float32)
-    return {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
+    spec = {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
+    if a.ndim > 1:
+        spec["shape"] = ",".join(str(s) for s in a.shape)
+    return spec
+
+
+# --------------------------------------------------------------------------- density at scale
+
+# Above DENSITY_MIN drawable points the map is a 2-D histogram at low zoom; once the view holds
+# at most POINTS_IN_VIEW points they are drawn one by one (only those in view; the status line
+# says so). Nothing is ever sampled away silently.
+DENSITY_MIN = 500_000
+POINTS_IN_VIEW = 200_000
+DENSITY_BINS = 400
+
+
+def in_box(coords: np.ndarray, rows: np.ndarray, box) -> np.ndarray:
+    """The rows whose 2-D coordinates fall inside box = [x0, x1, y0, y1]."""
+    xy = coords[rows]
+    x0, x1, y0, y1 = (float(v) for v in box)
+    keep = (xy[:, 0] >= min(x0, x1)) & (xy[:, 0] <= max(x0, x1))
+    keep &= (xy[:, 1] >= min(y0, y1)) & (xy[:, 1] <= max(y0, y1))
+    return rows[keep]
+
+
+def density_view(coords: np.ndarray, rows: np.ndarray, camera) -> dict:
+    """How the map draws ``rows``: {"mode": "points"} below DENSITY_MIN, else "window" (the
+    points inside the zoomed view, when few enough) or "density"."""
+    n = len(rows)
+    if n <= DENSITY_MIN:
+        return {"mode": "points"}
+    if camera and len(camera) == 4:
+        inside = len(in_box(coords, rows, camera))
+        if inside <= POINTS_IN_VIEW:
+            return {"mode": "window", "box": [float(c) for c in camera], "n": n, "inside": inside}
+    return {"mode": "density", "n": n, "box": list(camera) if camera else None}
+
+
+def density_trace(coords: np.ndarray, rows: np.ndarray, box=None, bins: int = DENSITY_BINS):
+    """A heatmap of how many points fall in each of bins x bins cells (log scale; empty cells
+    transparent), over ``box`` or the points' extent."""
+    xy = coords[rows]
+    if box:
+        xr = sorted((float(box[0]), float(box[1])))
+        yr = sorted((float(box[2]), float(box[3])))
+    else:
+        xr = [float(xy[:, 0].min()), float(xy[:, 0].max())] if len(xy) else [0.0, 1.0]
+        yr = [float(xy[:, 1].min()), float(xy[:, 1].max())] if len(xy) else [0.0, 1.0]
+    if xr[1] <= xr[0]:
+        xr[1] = xr[0] + 1e-6
+    if yr[1] <= yr[0]:
+        yr[1] = yr[0] + 1e-6
+    H, xe, ye = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins, range=[xr, yr])
+    z = np.log10(H.T, where=H.T > 0, out=np.full(H.T.shape, np.nan))
+    return {
+        "type": "heatmap",
+        "x": typed_array((xe[:-1] + xe[1:]) / 2),
+        "y": typed_array((ye[:-1] + ye[1:]) / 2),
+        "z": typed_array(z),
+        "colorscale": "Viridis",
+        "zsmooth": False,
+        "hoverinfo": "skip",
+        "showscale": True,
+        "colorbar": {"title": {"text": "points per cell (log10)"}, "thickness": 10, "len": 0.5},
+        "name": "density",
+        "showlegend": False,
+    }
 
 
 # --------------------------------------------------------------------------- columns

@@ -58,6 +58,12 @@ GALLERY = "gallery"
 GALLERY_NOTICE = "gallery-notice"
 SELECTION_TITLE = "selection-title"
 SELECTION = "selection-gallery"
+SELECTION_EXPORT = "selection-export"  # the selection's download buttons (shown with it)
+SELECTION_CSV = "selection-csv"
+SELECTION_PARQUET = "selection-parquet"
+SELECTION_VECTORS = "selection-vectors"
+SELECTION_DOWNLOAD = "selection-download"
+SELECTION_EXPORT_NOTICE = "selection-export-notice"
 CARD_TYPE = "gallery-card"
 
 # ----- datasets and encode panel

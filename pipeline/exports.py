@@ -92,7 +92,8 @@ def export_table(
     dest = Path(dest)
     if dest.suffix not in (".csv", ".parquet"):
         raise ExportError(f"table exports are .csv or .parquet, not {dest.suffix or 'no suffix'!r}")
-    md = store.metadata(ds_id).copy()
+    md = store.metadata(ds_id)
+    md = md.drop(columns=[c for c in _INTERNAL_COLUMNS if c in md.columns])
     md.insert(0, "row", np.arange(len(md)))
     if coords is not None:
         md["x"], md["y"] = coords[:, 0], coords[:, 1]
@@ -128,6 +129,7 @@ def export_tensorboard(
     folder.mkdir(parents=True, exist_ok=True)
     V = np.asarray(store.vectors(ds_id, layer))
     md = store.metadata(ds_id)
+    md = md.drop(columns=[c for c in _INTERNAL_COLUMNS if c in md.columns])
     vec = folder / "vectors.tsv"
     with atomic_path(vec) as tmp:
         np.savetxt(tmp, V, delimiter="\t", fmt="%.7g")

@@ -178,7 +178,30 @@ def encode(
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> EncodeResult:
-    """Encode ``req.source`` with ``req.model`` into the store (resuming if interrupted)."""
+    """Encode ``req.source`` with ``req.model`` into the store (resuming if interrupted).
+
+    Logged as an ``encode`` job (``pipeline.joblog``): start, progress, end or failure."""
+    from latentmap.pipeline.joblog import job
+
+    with job(store.root, "encode", detail=f"{req.model}: {req.source}") as j:
+
+        def tracked(done: int, total: int, message: str) -> None:
+            j.progress(done / total if total else None, f"{done:,} / {total:,} · {message}")
+            if progress is not None:
+                progress(done, total, message)
+
+        result = _encode(store, req, progress=tracked, should_cancel=should_cancel)
+        j.dataset = result.ds_id
+        return result
+
+
+def _encode(
+    store: Store,
+    req: EncodeRequest,
+    *,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> EncodeResult:
     from latentmap.pipeline.sources import EmbeddingsSource, SourceError, open_source
 
     t0 = time.perf_counter()
@@ -250,19 +273,25 @@ def encode(
     if boxset is not None and boxset.n_boxes:
         key["bboxes"] = {**boxset.describe(), "on_input": bool(req.draw_bboxes)}
     ds_id = key_hash(key, n=16)
-    if store.has_dataset(ds_id):
-        m = store.manifest(ds_id)
-        return EncodeResult(
-            ds_id,
-            int(m["n"]),
-            [tuple(s) for s in m.get("skipped", [])],
-            ["already encoded: reusing the cached dataset"],
-            reused=True,
-        )
-    job = _EncodeJob(store, ds_id, src, replace(model, preprocess=pre), layers, pool, req)
-    job.n_bands = n_bands
-    job.boxset = boxset if boxset is not None and boxset.n_boxes else None
-    return job.run(key, progress=progress, should_cancel=should_cancel, t0=t0)
+    # one encode per dataset at a time, across processes and machines sharing the cache: a
+    # second request for the same job (another user, a redelivered Celery message) waits
+    # here and then reuses the result instead of encoding it again
+    from latentmap.pipeline.store import file_lock
+
+    with file_lock(store.root / "datasets" / f".{ds_id}.encode.lock"):
+        if store.has_dataset(ds_id):
+            m = store.manifest(ds_id)
+            return EncodeResult(
+                ds_id,
+                int(m["n"]),
+                [tuple(s) for s in m.get("skipped", [])],
+                ["already encoded: reusing the cached dataset"],
+                reused=True,
+            )
+        job = _EncodeJob(store, ds_id, src, replace(model, preprocess=pre), layers, pool, req)
+        job.n_bands = n_bands
+        job.boxset = boxset if boxset is not None and boxset.n_boxes else None
+        return job.run(key, progress=progress, should_cancel=should_cancel, t0=t0)
 
 
 def _item_boxes(src, req: EncodeRequest):

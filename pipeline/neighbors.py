@@ -272,7 +272,34 @@ def nearest(store: Store, ds_id: str, layer: str, row: int, k: int = 12) -> list
     valid = store.valid_mask(ds_id, layer)
     if not valid[row]:
         raise NeighborsError(f"item {row} has NaN/Inf latents in layer {layer}")
-    norms = row_norms(store, ds_id, layer)
     q = np.asarray(X[row], dtype=np.float32)
+    got = _index_for(store, ds_id, layer, valid)
+    if got is not None:  # (index, rows, norms), loaded once per process
+        from latentmap.pipeline.ann import ann_search
+
+        rows, sims = ann_search(got[0], got[1], X, got[2], q, int(k), exclude=[row])
+        return [(int(i), float(s)) for i, s in zip(rows, sims, strict=True)]
+    norms = row_norms(store, ds_id, layer)
     idx, sims = nearest_to_vectors(X, q, int(k), valid=valid, exclude=[row], norms=norms)
     return [(int(i), float(s)) for i, s in zip(idx[0], sims[0], strict=True)]
+
+
+def _index_for(store: Store, ds_id: str, layer: str, valid: np.ndarray):
+    """The layer's built HNSW index (index, rows) when it is large enough to use one."""
+    from latentmap.pipeline.ann import ANN_MIN_ROWS, cached_index
+
+    if int(valid.sum()) < ANN_MIN_ROWS:
+        return None
+    return cached_index(store, ds_id, layer)
+
+
+def search_method(store: Store, ds_id: str, layer: str) -> str:
+    """How ``nearest`` answers for this layer: "exact", "hnsw" or "exact (index building)"."""
+    from latentmap.pipeline.ann import ANN_MIN_ROWS
+
+    valid = store.valid_mask(ds_id, layer)
+    if int(valid.sum()) < ANN_MIN_ROWS:
+        return "exact"
+    return (
+        "hnsw" if _index_for(store, ds_id, layer, valid) is not None else "exact (index building)"
+    )

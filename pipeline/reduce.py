@@ -381,6 +381,10 @@ def reduce(
         coords = np.zeros((1, 2), np.float32)
     elif run == "pca":
         coords = _pca(X, seed)
+    elif init is None and (gpu := gpu_backend()) is not None:
+        _report(progress, 0.1, f"{_LABELS[run]} on the GPU (cuML)")
+        coords = _gpu_layout(gpu, X, run, used, seed)
+        notices.append(f"{_LABELS[run]} ran on the GPU (RAPIDS cuML)")
     elif run == "tsne":
         coords = _tsne(X, used, seed, progress, init=init)
     else:
@@ -424,7 +428,41 @@ def projection_key(
     }
     if init_from is not None and key["method"] != "pca" and init_from != layer:
         key["init"] = init_from
+    if key["method"] != "pca" and gpu_backend() is not None:
+        key["backend"] = "cuml"  # GPU layouts differ from the CPU libraries': kept apart
     return key
+
+
+def gpu_backend():
+    """The ``cuml`` module when RAPIDS cuML is installed and a CUDA GPU is present (t-SNE and
+    UMAP then run on the GPU), else None. ``LATENTMAP_CUML=0`` turns it off."""
+    import os
+
+    if os.environ.get("LATENTMAP_CUML", "1").lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        import cuml  # optional: pip install cuml-cu12 (RAPIDS), not in the default install
+        import torch
+    except ImportError:
+        return None
+    return cuml if torch.cuda.is_available() else None
+
+
+def _gpu_layout(cuml, X: np.ndarray, method: str, params: dict, seed: int) -> np.ndarray:
+    """t-SNE / UMAP on the GPU with cuML (same parameters as the CPU path)."""
+    if method == "tsne":
+        model = cuml.manifold.TSNE(
+            n_components=2, perplexity=params["perplexity"], random_state=seed, method="fft"
+        )
+    else:
+        model = cuml.manifold.UMAP(
+            n_components=2,
+            n_neighbors=params["n_neighbors"],
+            min_dist=params["min_dist"],
+            metric=params["metric"],
+            random_state=seed,
+        )
+    return np.asarray(model.fit_transform(X), dtype=np.float32)
 
 
 def _valid_count(store: Store, ds_id: str, layer: str) -> tuple[np.ndarray, int]:

@@ -3,7 +3,8 @@
 * :func:`open_image_folder` lists the images of a folder tree (labels from sub-folder names
   and / or a labels table keyed by file name, path or stem).
 * :func:`open_embeddings` reads vectors from ``.npy`` / ``.npz`` (including the
-  ``latents`` + JSON ``metadata`` + base64 ``thumbnails`` cache format) / ``.parquet`` / ``.csv``.
+  ``latents`` + JSON ``metadata`` + base64 ``thumbnails`` cache format) / ``.parquet`` / ``.csv``
+  / TensorBoard projector ``.tsv`` (``vectors.tsv``, with ``metadata.tsv`` beside it joined).
 * :func:`open_source` picks one of the two from the path.
 
 Every user-facing failure is a :class:`SourceError` with a one-line message.
@@ -46,7 +47,7 @@ VECTOR_COLUMNS = (
 )
 THUMBNAIL_COLUMNS = ("thumbnail", "thumbnails", "thumb")
 SEED002_KEYS = ("latents", "metadata", "thumbnails")
-EMBEDDING_EXTS = (".npy", ".npz", ".parquet", ".csv")
+EMBEDDING_EXTS = (".npy", ".npz", ".parquet", ".csv", ".tsv")
 _SKIP_DIRS = {"__MACOSX", "__pycache__"}
 
 
@@ -859,6 +860,7 @@ def open_embeddings(
         raise SourceError(f"not a file: {path}")
     suffix = path.suffix.lower()
     notices: list[str] = []
+    projector_meta = False
     thumbs_raw: list[Any] | None = None
     meta: pd.DataFrame | None = None
     if suffix == ".npy":
@@ -868,6 +870,16 @@ def open_embeddings(
         vectors, meta, thumbs_raw, vkey = _read_npz(path, key)
     elif suffix in (".parquet", ".csv"):
         vectors, meta, thumbs_raw, vkey = _read_table_embeddings(path)
+    elif suffix == ".tsv":
+        vectors, vkey = read_projector_vectors(path), "embedding"
+        beside = path.with_name("metadata.tsv")
+        if labels is None and path.name == "vectors.tsv" and beside.is_file():
+            labels = beside
+            notices.append("metadata from metadata.tsv beside vectors.tsv")
+        if labels is not None and Path(labels).suffix.lower() == ".tsv":
+            # projector metadata: the items' own table, one row per vector, in order
+            meta = read_projector_metadata(Path(labels).expanduser(), len(vectors))
+            projector_meta = True
     else:
         raise SourceError(
             f"{path.name}: unsupported embeddings file (use {', '.join(EMBEDDING_EXTS)})"
@@ -888,7 +900,7 @@ def open_embeddings(
         if bad:
             notices.append(invalid_thumbnails_notice(bad))
     labels_path = Path(labels).expanduser() if labels is not None else None
-    if labels_path is not None:
+    if labels_path is not None and not projector_meta:
         meta, more = _join_embedding_labels(meta, load_labels_table(labels_path), labels_path)
         notices.extend(more)
     subset = _subset(n, num_samples, seed)
@@ -911,6 +923,55 @@ def open_embeddings(
             "seed": seed,
         },
     )
+
+
+def read_projector_vectors(path: Path) -> np.ndarray:
+    """A TensorBoard projector ``vectors.tsv``: one tab-separated row of numbers per item, no
+    header. A ragged or non-numeric row is an error naming its line."""
+    try:
+        return np.loadtxt(path, delimiter="\t", dtype=np.float32, ndmin=2, comments=None)
+    except OSError as e:
+        raise SourceError(f"could not read {path.name}: {_first_line(e)}") from None
+    except ValueError as e:
+        first = _first_line(e)
+    width, width_line = None, 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cells = line.rstrip("\r\n").split("\t")
+            if width is None:
+                width, width_line = len(cells), lineno
+            elif len(cells) != width:
+                raise SourceError(
+                    f"{path.name}, line {lineno}: {len(cells)} values, but line {width_line} "
+                    f"has {width} (every row of a projector TSV has the same length)"
+                )
+            for cell in cells:
+                try:
+                    float(cell)
+                except ValueError:
+                    raise SourceError(
+                        f"{path.name}, line {lineno}: {cell[:40]!r} is not a number"
+                    ) from None
+    raise SourceError(f"could not read {path.name}: {first}")
+
+
+def read_projector_metadata(path: Path, n: int) -> pd.DataFrame:
+    """A TensorBoard projector ``metadata.tsv`` for ``n`` vectors: a header row, except that a
+    single-column file has none (TensorBoard's rule)."""
+    table = load_labels_table(path)
+    if table.shape[1] == 1 and len(table) == n - 1:
+        try:
+            table = pd.read_csv(path, sep="\t", header=None, names=["label"])
+        except (OSError, ValueError, pd.errors.ParserError) as e:
+            raise SourceError(f"could not read labels file {path.name}: {_first_line(e)}") from None
+    if len(table) != n:
+        raise SourceError(
+            f"{path.name} has {len(table)} rows but there are {n} vectors "
+            "(projector metadata has one row per vector, after a header row)"
+        )
+    return table
 
 
 def _join_embedding_labels(
@@ -954,6 +1015,8 @@ def open_source(
     p = Path(path).expanduser()
     if not p.exists():
         raise SourceError(f"not found: {p}")
+    if p.is_dir() and (p / "vectors.tsv").is_file():
+        p = p / "vectors.tsv"  # a TensorBoard projector folder
     if p.is_dir():
         allowed = {"labels", "num_samples", "seed", "extensions"}
         opener: Any = open_image_folder
@@ -967,6 +1030,7 @@ def open_source(
     else:
         raise SourceError(
             f"{p} is neither an image folder nor an embeddings file (.npy/.npz/.parquet/.csv)"
+            " or a TensorBoard projector vectors.tsv"
         )
     if group_captures and not p.is_dir():
         raise SourceError("--group-captures applies to an image folder, not an embeddings file")

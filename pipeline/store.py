@@ -112,7 +112,7 @@ def safe_name(name: str) -> str:
 
 
 def valid_dataset_id(ds_id: str) -> bool:
-    return bool(isinstance(ds_id, str) and _ID_RE.match(ds_id))
+    return bool(isinstance(ds_id, str) and _ID_RE.fullmatch(ds_id))  # "$" would allow "id\n"
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -344,12 +344,21 @@ class Store:
         if variant:
             from latentmap.pipeline.bands import VARIANT_RE
 
-            if VARIANT_RE.match(variant):
+            if VARIANT_RE.fullmatch(variant):
                 p = self.dataset_dir(ds_id) / f"thumbs_{variant}" / f"{int(row)}.png"
-                if p.is_file():
+                if self._inside_dataset(ds_id, p):
                     return p
         p = self.thumb_dir(ds_id) / f"{int(row)}.png"
-        return p if p.is_file() else None
+        return p if self._inside_dataset(ds_id, p) else None
+
+    def _inside_dataset(self, ds_id: str, p: Path) -> bool:
+        """p is a file that, symlinks resolved, lies inside the dataset's folder."""
+        if not p.is_file():
+            return False
+        try:
+            return p.resolve().is_relative_to(self.dataset_dir(ds_id).resolve())
+        except OSError:
+            return False
 
     # ----- derived entries (read-through cache)
     def entry_paths(self, key: dict[str, Any]) -> tuple[Path, Path]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from latentmap.pipeline.store import Store
+
+# UMAP's 60-90 s compile warm-up (serve, Celery workers) is for users, not for the test suite
+os.environ.setdefault("LATENTMAP_WARMUP", "0")
 
 
 @pytest.fixture

@@ -351,3 +351,63 @@ def test_encode_embeddings_file_lists_new_dataset(tmp_path):
     [info] = store.list_datasets()
     assert info.name == "emb" and info.n == 20
     assert f"?ds={info.id}" in str(body)
+
+
+def test_density_view_above_the_threshold_and_points_when_zoomed_in(env, monkeypatch):
+    """At scale (threshold lowered to 20 points here) the map is a 2-D histogram; zoomed in
+    until few enough points are in view, exactly those are drawn and clicks map to them."""
+    from latentmap.components import figures
+
+    monkeypatch.setattr(figures, "DENSITY_MIN", 20)
+    monkeypatch.setattr(figures, "POINTS_IN_VIEW", 15)
+    store, ds = env
+    spec = spec_of(store, f"?ds={ds}&method=pca")
+    fig, shown, _, _, status = scatter.render(store, spec, None, None, None, None, None, None)
+    heat = [t for t in fig["data"] if t.get("type") == "heatmap"]
+    assert len(heat) == 1 and shown["view"]["mode"] == "density" and shown["view"]["n"] == 44
+    assert "44 points drawn as a density" in status
+    assert not any(t.get("type") == "scattergl" and t.get("x", {}).get("bdata")
+                   for t in fig["data"][TRACE_OFFSET:])  # fmt: skip
+    assert data.groups(store, shown) == []  # nothing to hover or click at that zoom
+    # the density counts every point (none sampled away)
+    import base64
+
+    z = np.frombuffer(base64.b64decode(heat[0]["z"]["bdata"]), np.float32)
+    assert np.nansum(10 ** z[np.isfinite(z)]) == pytest.approx(44, rel=1e-4)
+    # zoom on a box holding < 15 points: exactly those are drawn, clicks map to them
+    coords = data.projection_coords(store, ds, "z2", "pca", shown["params"])[0]
+    c = coords[0]
+    r = float(np.sort(np.nanmax(np.abs(coords - c), axis=1))[6])  # ~7 points around row 0
+    box = [float(c[0] - r), float(c[0] + r), float(c[1] - r), float(c[1] + r)]
+    inside = figures.in_box(coords, np.flatnonzero(np.isfinite(coords).all(axis=1)), box)
+    assert 0 < len(inside) <= 15
+    fig, shown, _, _, status = scatter.render(store, spec, None, shown, box, None, None, None)
+    assert shown["view"]["mode"] == "window" and f"the {len(inside)} points in view" in status
+    groups = data.groups(store, shown)
+    assert sorted(np.concatenate([g.rows for g in groups]).tolist()) == sorted(inside.tolist())
+    g = next(i for i, gr in enumerate(groups) if len(gr.rows))
+    click = {"points": [{"curveNumber": TRACE_OFFSET + g, "pointIndex": 0}]}
+    assert neighbors.clicked_row(store, ids.GRAPH, click, click, shown) == int(groups[g].rows[0])
+    # below the threshold nothing changes
+    monkeypatch.setattr(figures, "DENSITY_MIN", 500_000)
+    fig, shown, _, _, _ = scatter.render(store, spec, None, None, None, None, None, None)
+    assert shown["view"] is None and not any(t.get("type") == "heatmap" for t in fig["data"])
+
+
+def test_shared_server_form_refuses_python_model_code(monkeypatch):
+    from latentmap.pipeline.jobs import EncodeError
+    from latentmap.settings import Settings
+
+    monkeypatch.delenv("LATENTMAP_ALLOW_CODE", raising=False)
+    shared = Settings(users="ana:secret")
+    assert datasets.allows_code(Settings()) and not datasets.allows_code(shared)
+    with pytest.raises(EncodeError, match="Python code: on a shared server"):
+        datasets.encode_request("/data", "evil.py:Net", None, None, "mean", None, None,
+                                allow_code=False)  # fmt: skip
+    ok = datasets.encode_request("/data", "model.ts", None, None, "mean", None, None,
+                                 allow_code=False)  # fmt: skip
+    assert ok.model == "model.ts"
+    monkeypatch.setenv("LATENTMAP_ALLOW_CODE", "1")
+    assert datasets.allows_code(shared)
+    with pytest.raises(EncodeError, match="names a user that does not exist"):
+        datasets.encode_request("~no_such_user_xyz/imgs", "", None, None, "mean", None, None)

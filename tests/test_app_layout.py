@@ -133,3 +133,30 @@ def test_test_module_names_are_unique():
 
     names = Counter(p.name for p in Path(__file__).parent.rglob("test_*.py"))
     assert [n for n, c in names.items() if c > 1] == []
+
+
+def test_no_callback_replaces_another():
+    """Dash keys callbacks by their outputs (output-less ones by a hash of their inputs): two
+    with the same key silently drop one. Every callback function must stay registered."""
+    import inspect
+    import re
+    import tempfile
+
+    import latentmap.callbacks as pkg
+    from latentmap.app import create_app
+    from latentmap.settings import Settings
+
+    app = create_app(Settings(cache_dir=tempfile.mkdtemp()))
+    registered = {
+        getattr(v["callback"], "__wrapped__", v["callback"]).__name__
+        for v in app.callback_map.values()
+        if "callback" in v
+    }
+    declared = set()
+    for mod in list(pkg.__dict__.values()):
+        if inspect.ismodule(mod) and hasattr(mod, "register"):
+            src = inspect.getsource(mod)
+            declared |= set(re.findall(r"@app\.callback\((?:.|\n)*?\)\n\s+def (\w+)\(", src))
+    assert {"pooled", "thumbs_made", "url_sync"} <= registered
+    assert len(declared) > 30
+    assert declared - registered == set(), declared - registered

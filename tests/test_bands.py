@@ -230,3 +230,14 @@ def test_thumb_route_serves_variants_and_rejects_paths(encoded):
     for bad in ("../../../etc/passwd", "b1-2-3_p2-98/../../x", "%2e%2e"):
         r = client.get(f"/thumb/{ds}/1.png", query_string={"v": bad})
         assert r.status_code == 200 and r.data == enc.data
+
+
+def test_datasets_without_images_get_no_band_notice_from_the_controls(store, tmp_path):
+    p = tmp_path / "emb.npy"
+    np.save(p, np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    ds = encode(store, EncodeRequest(source=str(p))).ds_id
+    first = url.sync(store, None, None, f"?ds={ds}", {}, None, None)
+    values = {k: v for k, v in first["controls"].items() if v is not url.no_update}
+    values.update(ds=ds, br=None, bg=None, bb=None, stretch=[2, 98], k=20)
+    out = url.sync(store, None, ids.K, "", values, None, first["spec"])
+    assert not any("Thumbnail bands" in n for n in out["notices"]), out["notices"]

@@ -70,11 +70,15 @@ def redis_url(tmp_path):
         proc.wait(timeout=10)
 
 
-@pytest.fixture
-def worker(redis_url, tmp_path):
-    cache = tmp_path / "cache"
-    env = {**os.environ, "LATENTMAP_REDIS_URL": redis_url, "LATENTMAP_CACHE_DIR": str(cache)}
-    log = tmp_path / "worker.log"
+def start_worker(cache: Path, url: str, log: Path, env_extra: dict | None = None):
+    """A real Celery worker (solo pool) on ``url`` with ``cache``; waits until it is ready."""
+    env = {
+        **os.environ,
+        "LATENTMAP_REDIS_URL": url,
+        "LATENTMAP_CACHE_DIR": str(cache),
+        "LATENTMAP_WARMUP": "0",  # UMAP's compile warm-up: 60-90 s, not needed here
+        **(env_extra or {}),
+    }
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [
@@ -93,16 +97,30 @@ def worker(redis_url, tmp_path):
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    try:
-        _wait_log(log, " ready.", proc, 90)
-        yield cache, redis_url, log
-    finally:
+    _wait_log(log, " ready.", proc, 120)
+    return proc
+
+
+def stop(proc) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def worker(redis_url, tmp_path):
+    cache = tmp_path / "cache"
+    log = tmp_path / "worker.log"
+    proc = start_worker(cache, redis_url, log)
+    try:
+        yield cache, redis_url, log
+    finally:
+        stop(proc)
 
 
 def test_background_tsne_runs_on_a_celery_worker(worker, dash_br):
