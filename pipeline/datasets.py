@@ -116,4 +116,5 @@ def write_dataset(
             **(extra or {}),
         },
     )
+    store.seal(ds_id)  # checksums of the array files, verified when read
     return ds_id

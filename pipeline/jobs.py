@@ -636,6 +636,7 @@ class _EncodeJob:
             encode_seconds=round(seconds, 2),
         )
         shutil.rmtree(self.parts, ignore_errors=True)
+        self.store.seal(self.ds_id)  # checksums of the array files, verified when read
         if progress:
             progress(
                 len(self.src), len(self.src), f"encoded {len(idx)} items, skipped {len(skipped)}"

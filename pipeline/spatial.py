@@ -326,6 +326,7 @@ def ensure_variant(
             current = store.manifest(ds_id)
             current.setdefault("layers", {})[name] = entry
             store.write_manifest(ds_id, current)
+        store.seal(ds_id)  # the new pooled vectors get their checksum
     return name
 
 

@@ -89,6 +89,20 @@ def key_hash(key: dict[str, Any], n: int = 24) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:n]
 
 
+def fast_digest(path: str | Path, chunk: int = 1 << 22) -> str:
+    """blake2b-128 of a file's bytes (about 1 GB/s): the checksum of dataset array files."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# files already verified by this process: (path, size, mtime_ns) -> True (a file that changes
+# on disk gets a new key and is verified again); process-local, never per-user state
+_VERIFIED: dict[tuple[str, int, int], bool] = {}
+
+
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -293,6 +307,7 @@ class Store:
                 f"dataset {ds_id!r} has no layer {layer!r}; it has: {', '.join(m.get('layers', {}))}"
             )
         p = self.vectors_path(ds_id, layer)
+        self._verify(ds_id, p)
         try:
             arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -304,9 +319,51 @@ class Store:
             )
         return arr
 
+    # ----- dataset array checksums (derived entries carry their own, see ``lookup``)
+    def seal(self, ds_id: str) -> dict[str, str]:
+        """Record in the manifest a checksum of every array file of the dataset (vectors,
+        valid masks, spatial latents, metadata) that has none yet; returns them all."""
+        d = self.dataset_dir(ds_id)
+        files = [*sorted(d.glob("vectors/*.npy")), *sorted(d.glob("spatial/*.npy"))]
+        files.append(self.metadata_path(ds_id))
+        with file_lock(d / ".manifest.lock"):
+            m = self.manifest(ds_id)
+            sums = dict(m.get("checksums") or {})
+            for p in files:
+                rel = p.relative_to(d).as_posix()
+                if p.is_file() and rel not in sums:
+                    sums[rel] = fast_digest(p)
+            m["checksums"] = sums
+            self.write_manifest(ds_id, m)
+        return sums
+
+    def _verify(self, ds_id: str, path: Path) -> None:
+        """Raise CorruptEntry when a sealed dataset file no longer matches its checksum
+        (checked once per process and file version: a few seconds per GB)."""
+        try:
+            sums = self.manifest(ds_id).get("checksums") or {}
+            rel = path.relative_to(self.dataset_dir(ds_id)).as_posix()
+            want = sums.get(rel)
+            if want is None:
+                return
+            st = path.stat()
+        except (OSError, ValueError, StoreError):
+            return
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if _VERIFIED.get(key):
+            return
+        if fast_digest(path) != want:
+            log.error("dataset %s: %s does not match its checksum", ds_id, rel)
+            raise CorruptEntry(
+                f"{rel} of dataset {ds_id} does not match its checksum (changed or damaged on "
+                "disk): encode the data again; results derived from it are recomputed"
+            )
+        _VERIFIED[key] = True
+
     def valid_mask(self, ds_id: str, layer: str) -> np.ndarray:
         p = self._layer_file(ds_id, layer, "vectors", ".valid.npy")
         if p.exists():
+            self._verify(ds_id, p)
             return np.load(p, allow_pickle=False)
         return np.ones(int(self.manifest(ds_id)["n"]), dtype=bool)
 
@@ -314,6 +371,7 @@ class Store:
         p = self._layer_file(ds_id, layer, "spatial")
         if not p.exists():
             return None
+        self._verify(ds_id, p)
         return np.load(p, mmap_mode="r", allow_pickle=False)
 
     def metadata_path(self, ds_id: str) -> Path:
@@ -323,6 +381,7 @@ class Store:
         import pandas as pd
 
         try:
+            self._verify(ds_id, self.metadata_path(ds_id))
             return pd.read_parquet(self.metadata_path(ds_id))
         except FileNotFoundError:
             raise DatasetNotFound(f"dataset {ds_id!r} has no metadata yet") from None

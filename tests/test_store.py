@@ -121,7 +121,7 @@ def test_vectors_shape_mismatch_is_reported(store):
         metadata=pd.DataFrame({"x": range(4)}),
     )
     np.save(store.vectors_path(ds, "e"), np.ones((3, 2), np.float32))
-    with pytest.raises(StoreError, match="shape"):
+    with pytest.raises(StoreError, match="shape|checksum"):
         store.vectors(ds, "e")
 
 
@@ -129,3 +129,28 @@ def test_safe_name():
     assert safe_name("features.0") == "features.0"
     assert safe_name("a/b") == "a_b"
     assert safe_name("..") == "_.."
+
+
+def test_dataset_files_carry_checksums_and_damage_is_reported(store):
+    import pandas as pd
+    from latentmap.pipeline.datasets import write_dataset
+    from latentmap.pipeline.store import CorruptEntry
+
+    X = np.arange(40 * 8, dtype=np.float32).reshape(40, 8)
+    ds = write_dataset(store, name="c", vectors={"z": X}, metadata=pd.DataFrame({"i": range(40)}))
+    sums = store.manifest(ds)["checksums"]
+    assert {"vectors/z.npy", "metadata.parquet"} <= set(sums)
+    np.testing.assert_array_equal(store.vectors(ds, "z"), X)
+    # a bit flipped on disk, size unchanged: detected and reported, never silently used
+    p = store.vectors_path(ds, "z")
+    data = bytearray(p.read_bytes())
+    data[-5] ^= 0x01
+    p.write_bytes(bytes(data))
+    with pytest.raises(
+        CorruptEntry, match="vectors/z.npy of dataset .* does not match its checksum"
+    ):
+        store.vectors(ds, "z")
+    m = store.metadata_path(ds)
+    m.write_bytes(m.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(CorruptEntry, match="metadata.parquet"):
+        store.metadata(ds)
