@@ -134,10 +134,6 @@ def needed_tasks(
         out.append(task("variant", spec["dataset"], base, pool=pool))
     if spec and spec.get("layer"):
         ds, layer, method, params = spec["dataset"], spec["layer"], spec["method"], spec["params"]
-        from latentmap.pipeline.ann import wants_index
-
-        if wants_index(store, ds, layer):  # large layers: the HNSW index for neighbours
-            out.append(task("index", ds, layer))
         ov = set(spec.get("overlays") or ())
         if ov & {"centroids", "ellipses"} and spec.get("centroid_col"):
             out.append(

@@ -1,5 +1,6 @@
 """Approximate nearest neighbours for large layers: a FAISS HNSW index, built once per
-dataset x layer in the background and kept in the cache.
+dataset x layer as the last step of the encode job (never on a user's first view, where it
+would compete with the clicks for the cores) and kept in the cache.
 
 Below ``ANN_MIN_ROWS`` valid rows the exact normalised matmul of ``pipeline.neighbors`` is
 fast enough (13 ms/query at 100k) and is always used. Above it, a query asks the HNSW graph

@@ -192,7 +192,28 @@ def encode(
 
         result = _encode(store, req, progress=tracked, should_cancel=should_cancel)
         j.dataset = result.ds_id
+        _build_indexes(store, result.ds_id, progress)
         return result
+
+
+def _build_indexes(store: Store, ds_id: str, progress: Progress | None) -> None:
+    """Large layers get their HNSW neighbour index as the last step of the encode job (so it
+    never competes with a user's first clicks; ``pipeline.ann``). Failures are logged only:
+    the exact search still answers."""
+    from latentmap.pipeline.ann import AnnUnavailable, build_index, wants_index
+
+    for layer in store.layers(ds_id):
+        try:
+            if not wants_index(store, ds_id, layer):
+                continue
+
+            def step(fraction: float, message: str) -> None:
+                if progress is not None:
+                    progress(int(1000 * fraction), 1000, message)
+
+            build_index(store, ds_id, layer, progress=step)
+        except (AnnUnavailable, OSError, ValueError, MemoryError) as e:
+            log.warning("no search index for %s/%s: %s", ds_id, layer, e)
 
 
 def _encode(

@@ -40,10 +40,10 @@ def test_small_layers_use_the_exact_search(store):
                                       "params": {}}, None) == []  # fmt: skip
 
 
-def test_index_task_is_planned_then_used(big):
+def test_index_task_builds_and_is_then_used(big):
     store, ds, X = big
     spec = {"dataset": ds, "layer": "z", "method": "pca", "params": {}}
-    assert tasks.missing_tasks(store, spec, None) == [tasks.task("index", ds, "z")]
+    assert tasks.missing_tasks(store, spec, None) == []  # never started by opening a view
     assert search_method(store, ds, "z") == "exact (index building)"
     before = nearest(store, ds, "z", 0, 10)  # exact while the index is missing
     seen = []
@@ -51,7 +51,6 @@ def test_index_task_is_planned_then_used(big):
         store, {"tasks": [tasks.task("index", ds, "z")], "nonce": 1}, lambda p: seen.append(p)
     )
     assert token == {"nonce": 1, "errors": []}
-    assert tasks.missing_tasks(store, spec, None) == []
     assert search_method(store, ds, "z") == "hnsw"
     after = nearest(store, ds, "z", 0, 10)
     assert [r for r, _ in after] == [r for r, _ in before]
@@ -92,3 +91,16 @@ def test_a_corrupt_index_is_detected_and_rebuilt(big):
     assert not npz.exists()
     assert ann.build_index(store, ds, "z").info["n"] == N - 2
     assert ann.cached_index(store, ds, "z") is not None
+
+
+def test_encode_builds_the_index_of_large_layers(store, tmp_path, monkeypatch):
+    from latentmap.pipeline.jobs import EncodeRequest, encode
+
+    monkeypatch.setattr(ann, "ANN_MIN_ROWS", 1000)
+    ann._loaded.clear()
+    p = tmp_path / "emb.npy"
+    np.save(p, np.random.default_rng(3).normal(size=(1500, 16)).astype(np.float32))
+    ds = encode(store, EncodeRequest(source=str(p))).ds_id
+    layer = store.layers(ds)[0]
+    assert ann.cached_index(store, ds, layer) is not None
+    assert search_method(store, ds, layer) == "hnsw"
