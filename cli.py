@@ -561,17 +561,10 @@ def cmd_serve(args) -> int:
         auth_file=settings.auth_file,
     )
     settings = check_redis(settings)  # with LATENTMAP_REDIS_FALLBACK: embedded jobs
-    import os
+    from latentmap.pipeline import warmup
 
-    if not settings.redis_url and os.environ.get("LATENTMAP_WARMUP", "1").lower() not in (
-        "0",
-        "false",
-        "no",
-        "off",
-    ):
-        from latentmap.pipeline.warmup import start_warmup
-
-        start_warmup()  # numba's compile cache for UMAP, filled in a spawned child meanwhile
+    if not settings.redis_url and warmup.enabled():
+        warmup.start_warmup()  # numba's compile cache for UMAP, filled in a spawned child meanwhile
     from latentmap.app import create_app
 
     app = create_app(settings)

@@ -113,12 +113,11 @@ def render(
     if drawn == want:
         notices += proj_notices
     groups = data.groups(store, spec)
-    view = density_view(coords, np.concatenate([g.rows for g in groups]) if groups else
-                        np.empty(0, np.int64), camera)  # fmt: skip
+    rows_all = np.concatenate([g.rows for g in groups]) if groups else np.empty(0, np.int64)
+    view = density_view(coords, rows_all, camera)
     density = None
     if view["mode"] != "points":
         groups = data.groups(store, {**spec, "view": view})
-        rows_all = np.concatenate([g.rows for g in data.groups(store, spec)])
         if view["mode"] == "density":
             density = density_trace(coords, rows_all, view.get("box"))
             status = (status + " " if status else "") + (

@@ -27,22 +27,10 @@ dash_app = create_app(settings, celery_app=celery_app)
 
 
 def _warm(where: str) -> None:
-    import logging
-    import os
-    import time
+    from latentmap.pipeline import warmup
 
-    if os.environ.get("LATENTMAP_WARMUP", "1").lower() in ("0", "false", "no", "off"):
-        return
-    from latentmap.pipeline.warmup import warm_umap
-
-    t = time.perf_counter()
-    try:
-        steps = warm_umap()
-    except Exception as e:  # noqa: BLE001 - a failed warm-up only means a slower first UMAP
-        logging.getLogger(__name__).warning("UMAP warm-up failed (%s): %s", where, e)
-        return
-    detail = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
-    print(f"latentmap: UMAP compiled in {time.perf_counter() - t:.0f} s ({where}: {detail})")
+    if warmup.enabled():
+        warmup.run_and_report(where)
 
 
 def _on_worker_init(sender=None, **_kw) -> None:
