@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from latentmap.components.diagnostic_figures import _first_point
 
 CELL_TEXT_MAX = 400  # cells (categories x channels) up to which every cell shows its value
 DIVERGING_SCALE = "RdBu_r"
@@ -161,15 +162,6 @@ def channel_heatmap(
             }
         )
     return {"data": [trace], "layout": layout}
-
-
-def _first_point(click: Any) -> dict | None:
-    if not isinstance(click, dict):
-        return None
-    points = click.get("points")
-    if not isinstance(points, list) or not points or not isinstance(points[0], dict):
-        return None
-    return points[0]
 
 
 def _as_index(v: Any) -> int | None:
