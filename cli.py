@@ -179,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--metric", choices=["cosine", "euclidean"], help="UMAP metric (default cosine)")
     r.add_argument("--seed", type=int, default=0)
 
+    pc = sub.add_parser(
+        "precompute",
+        help="build a dataset's search indexes and default t-SNE / UMAP maps",
+        description=(
+            "What the app starts in the background after an encode: the nearest-neighbour "
+            "index of every layer of 200,000 rows or more, then the default layer's UMAP and "
+            "t-SNE maps (default parameters). Cached steps are skipped."
+        ),
+    )
+    pc.add_argument("dataset", help="dataset id or name (see `latentmap list`)")
+    pc.add_argument(
+        "--steps",
+        default="index,umap,tsne",
+        help="comma-separated subset of index,umap,tsne (default: all three)",
+    )
+
     s = sub.add_parser("serve", help="start the web app")
     s.add_argument("dataset", nargs="?", help="dataset id or name to open first")
     s.add_argument(
@@ -299,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {
             "encode": cmd_encode,
             "reduce": cmd_reduce,
+            "precompute": cmd_precompute,
             "serve": cmd_serve,
             "list": cmd_list,
             "export": cmd_export,
@@ -409,6 +426,7 @@ def cmd_encode(args) -> int:
         + (f", in {result.seconds:.1f} s" if not result.reused else "")
         + f": dataset {result.ds_id}"
     )
+    _precompute(store, result.ds_id, ("index",))
     if args.reduction:
         precompute_maps(store, result.ds_id, args.reduction, seed=args.seed)
     groups = None
@@ -530,6 +548,36 @@ def cmd_reduce(args) -> int:
                 print(f"note: {note}")
             print(f"{method:5s} {layer}: {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _precompute(store, ds_id: str, steps: tuple[str, ...]) -> list[dict]:
+    """Run ``pipeline.precompute`` steps with a progress bar; print what ran."""
+    from latentmap.pipeline.precompute import _LABEL, plan, run
+    from tqdm import tqdm
+
+    if not plan(store, ds_id, steps):
+        return []
+    with tqdm(total=100, desc="precompute", unit="%", file=sys.stderr, disable=None) as bar:
+
+        def progress(frac: float, msg: str) -> None:
+            bar.update(max(0, int(frac * 100) - bar.n))
+            bar.set_postfix_str(msg[:50])
+
+        done = run(store, ds_id, steps, progress=progress)
+    for t in done:
+        what = f"{_LABEL[t['step']]} of {t['layer']}"
+        print(f"{what}: {t['error']}" if "error" in t else f"{what}: {t['seconds']:.1f} s")
+    return done
+
+
+def cmd_precompute(args) -> int:
+    store = _settings(args).store()
+    ds = _resolve_dataset(store, args.dataset)
+    steps = tuple(x.strip() for x in str(args.steps).split(",") if x.strip())
+    done = _precompute(store, ds, steps)  # unknown steps: ValueError naming them
+    if not done:
+        print(f"dataset {ds}: nothing to precompute (all cached)")
+    return 1 if any("error" in t for t in done) else 0
 
 
 def cmd_serve(args) -> int:

@@ -93,7 +93,7 @@ def bench_graph(n: int, d: int, k: int = 15, baseline: bool = True) -> dict:
 
 
 def bench_ann(path: Path, n: int, d: int, n_queries: int, k: int = 10) -> dict:
-    """The app's HNSW path on a memmapped (n, d) layer: build time, query time, recall@k vs
+    """The app's IVF path on a memmapped (n, d) layer: build time, query time, recall@k vs
     exact (the same ``nearest_to_vectors`` the app uses below the threshold)."""
     import pandas as pd
     from latentmap.pipeline import ann
@@ -107,7 +107,7 @@ def bench_ann(path: Path, n: int, d: int, n_queries: int, k: int = 10) -> dict:
     del X
     ann.ANN_MIN_ROWS = min(ann.ANN_MIN_ROWS, n)
     t0 = time.perf_counter()
-    ann.build_index(store, ds, "z")
+    built = ann.build_index(store, ds, "z")
     build = time.perf_counter() - t0
     t0 = time.perf_counter()
     ann.cached_index(store, ds, "z")
@@ -124,6 +124,9 @@ def bench_ann(path: Path, n: int, d: int, n_queries: int, k: int = 10) -> dict:
         idx, _ = nearest_to_vectors(Xs, np.asarray(Xs[r]), k, exclude=[int(r)], norms=norms)
         hits += len({g for g, _ in got} & set(idx[0].tolist()))
     return {
+        "cells": built.info["cells"],
+        "nprobe": built.info["nprobe"],
+        "train_s": built.info["train_seconds"],
         "build_s": build,
         "load_s": load,
         "ms_per_query": 1000 * float(np.median(times)),
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tmp", default=None, help="folder for the memmapped .npy files")
     ap.add_argument(
-        "--ann", default="", help="sizes for the HNSW index path, e.g. 100000,1000000 (slow)"
+        "--ann", default="", help="sizes for the IVF index path, e.g. 100000,1000000 (slow)"
     )
     a = ap.parse_args(argv)
     parse = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
@@ -171,17 +174,19 @@ def main(argv: list[str] | None = None) -> int:
         from latentmap.pipeline import ann
 
         print(
-            f"\n== HNSW index (M={ann.HNSW_M}, SQ8, efSearch={ann.EF_SEARCH}, "
-            f"{ann.CANDIDATES} candidates re-ranked), D={a.dim}"
+            f"\n== IVF index (SQ8, cells ~4 sqrt(N), nprobe cells/32, "
+            f"{ann.CANDIDATES} candidates re-ranked exactly), D={a.dim}"
         )
         print(
-            f"{'N':>9} {'build s':>8} {'load s':>7} {'ms/query':>9} {'p95 ms':>7} {'recall@10':>10}"
+            f"{'N':>9} {'cells':>6} {'nprobe':>6} {'train s':>8} {'build s':>8} {'load s':>7} "
+            f"{'ms/query':>9} {'p95 ms':>7} {'recall@10':>10}"
         )
         with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
             for n in parse(a.ann):
                 r = bench_ann(Path(tmp), n, a.dim, a.queries)
                 print(
-                    f"{n:>9} {r['build_s']:>8.1f} {r['load_s']:>7.2f} {r['ms_per_query']:>9.2f} "
+                    f"{n:>9} {r['cells']:>6} {r['nprobe']:>6} {r['train_s']:>8.1f} "
+                    f"{r['build_s']:>8.1f} {r['load_s']:>7.2f} {r['ms_per_query']:>9.2f} "
                     f"{r['p95_ms']:>7.2f} {r['recall']:>10.3f}",
                     flush=True,
                 )

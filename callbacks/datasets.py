@@ -79,9 +79,14 @@ def encode_request(
     )
 
 
-def run_encode(store, req, set_progress=None):
-    """Run an encode; (notice component, ok) with a link to the new dataset on success."""
+def run_encode(store, req, set_progress=None, *, redis_url=None):
+    """Run an encode; (notice component, ok) with a link to the new dataset on success.
+
+    The encode job ends with every layer's PCA map; search indexes and the t-SNE / UMAP maps
+    then start in the background (``pipeline.precompute.launch``), on the Celery workers when
+    ``redis_url`` is set."""
     from latentmap.pipeline.jobs import encode
+    from latentmap.pipeline.precompute import launch
 
     def progress(done: int, total: int, message: str) -> None:
         if set_progress is not None:
@@ -93,6 +98,11 @@ def run_encode(store, req, set_progress=None):
         log.warning("encode failed: %s", e)
         return notice(f"Encode failed: {e}", "error"), False
     lines = [f"Encoded {result.n_encoded:,} items in {result.seconds:.1f} s."]
+    if launch(store.root, result.ds_id, redis_url):
+        lines.append(
+            "Search indexes and the t-SNE / UMAP maps are being computed in the background "
+            "(see the status page); the PCA map is ready now."
+        )
     if result.skipped:
         lines.append(
             f"{len(result.skipped)} file(s) skipped, e.g. {result.skipped[0][0]}: {result.skipped[0][1]}"
@@ -166,5 +176,5 @@ def register(app: Dash, settings: Settings) -> None:
             )
         except EXPECTED_ERRORS as e:
             return notice(str(e), "error"), no_update
-        body, ok = run_encode(settings.store(), req, set_progress)
+        body, ok = run_encode(settings.store(), req, set_progress, redis_url=settings.redis_url)
         return body, (int(version or 0) + 1) if ok else no_update

@@ -41,7 +41,8 @@ def make_celery(redis_url: str):
 
 def register_jobs(app) -> None:
     """Named Celery tasks for the scale-out path (besides Dash's background callbacks):
-    ``latentmap.encode``, ``latentmap.reduce``, ``latentmap.index``; the cache directory is
+    ``latentmap.encode``, ``latentmap.reduce``, ``latentmap.index``,
+    ``latentmap.precompute`` (queued by every encode); the cache directory is
     the worker's ``LATENTMAP_CACHE_DIR`` (a shared volume when several machines work)."""
 
     def _store():
@@ -57,7 +58,12 @@ def register_jobs(app) -> None:
 
         known = {f.name for f in fields(EncodeRequest)}
         req = EncodeRequest(**{k: v for k, v in request.items() if k in known})
-        r = encode(_store(), req)
+        store = _store()
+        r = encode(store, req)
+        from latentmap.pipeline.precompute import launch
+
+        # indexes and t-SNE / UMAP maps as a job of their own, which any worker may take
+        launch(store.root, r.ds_id, Settings.from_env().redis_url)
         return {"dataset": r.ds_id, "n": r.n_encoded, "reused": r.reused, "notices": r.notices}
 
     @app.task(name="latentmap.reduce")
@@ -73,6 +79,13 @@ def register_jobs(app) -> None:
 
         e = build_index(_store(), ds, layer)
         return {"dataset": ds, "layer": layer, **e.info}
+
+    @app.task(name="latentmap.precompute")
+    def precompute_job(ds: str, steps: list | None = None) -> dict:
+        from latentmap.pipeline.precompute import STEPS, run
+
+        done = run(_store(), ds, tuple(steps or STEPS))
+        return {"dataset": ds, "done": done}
 
 
 def redis_problem(url: str, timeout: float = 3.0) -> str | None:

@@ -82,6 +82,9 @@ class EncodeResult:
     notices: list[str] = field(default_factory=list)
     reused: bool = False
     seconds: float = 0.0
+    # layer -> reduce.Moments of its vectors (fresh encodes of image folders): the PCA map
+    # at the end of the job is then one pass over the rows
+    pca_moments: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -192,28 +195,21 @@ def encode(
 
         result = _encode(store, req, progress=tracked, should_cancel=should_cancel)
         j.dataset = result.ds_id
-        _build_indexes(store, result.ds_id, progress)
+        _pca_maps(store, result.ds_id, progress, result.pca_moments)
         return result
 
 
-def _build_indexes(store: Store, ds_id: str, progress: Progress | None) -> None:
-    """Large layers get their HNSW neighbour index as the last step of the encode job (so it
-    never competes with a user's first clicks; ``pipeline.ann``). Failures are logged only:
-    the exact search still answers."""
-    from latentmap.pipeline.ann import AnnUnavailable, build_index, wants_index
+def _pca_maps(store: Store, ds_id: str, progress: Progress | None, moments=None) -> None:
+    """Every layer's PCA map as the last step of the encode job, so that the map is there the
+    moment the encode finishes (seconds at 1M rows). Search indexes, t-SNE and UMAP come later
+    in their own background job (``pipeline.precompute``), never delaying the dataset."""
+    from latentmap.pipeline.precompute import pca_maps
 
-    for layer in store.layers(ds_id):
-        try:
-            if not wants_index(store, ds_id, layer):
-                continue
+    def step(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(int(1000 * fraction), 1000, message)
 
-            def step(fraction: float, message: str) -> None:
-                if progress is not None:
-                    progress(int(1000 * fraction), 1000, message)
-
-            build_index(store, ds_id, layer, progress=step)
-        except (AnnUnavailable, OSError, ValueError, MemoryError) as e:
-            log.warning("no search index for %s/%s: %s", ds_id, layer, e)
+    pca_maps(store, ds_id, step, moments)
 
 
 def _encode(
@@ -348,6 +344,11 @@ class _EncodeJob:
         self.thumbs = store.thumb_dir(ds_id)
         self.boxset = None  # BoxSet drawn on thumbnails (and inputs with req.draw_bboxes)
         self.n_bands: int | None = None  # bands of the source images (for the band picker)
+        # running moments of each layer's pooled vectors (reduce.Moments), so that the PCA map
+        # costs one projection pass when the last batch is done; parts written by an earlier
+        # (interrupted) run are added when the parts are gathered
+        self.moments: dict[str, Any] = {}
+        self.in_moments: set[int] = set()
 
     # ----- state
     def _start_manifest(self, key: dict) -> dict:
@@ -525,6 +526,7 @@ class _EncodeJob:
                         "depend on the input (set --image-size so all images have one size)"
                     )
                 arrays[f"v{li}"] = pool_tensor(t, self.pool).cpu().numpy().astype(np.float32)
+                self._add_moments(layer, arrays[f"v{li}"])
                 if state["spatial"].get(layer):
                     arrays[f"s{li}"] = t.cpu().numpy().astype(np.float32)
             if self.req.predictions:
@@ -539,7 +541,14 @@ class _EncodeJob:
         self.parts.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.parts / f"{b:07d}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
+        self.in_moments.add(b)
         return state
+
+    def _add_moments(self, layer: str, v: np.ndarray) -> None:
+        from latentmap.pipeline.reduce import Moments
+
+        if v.ndim == 2:
+            self.moments.setdefault(layer, Moments(v.shape[1])).add(v)
 
     def _init_state(self, outs) -> dict:
         n = len(self.src)
@@ -567,9 +576,12 @@ class _EncodeJob:
                 if "boxes_clipped" in z.files:
                     box_clip += z["boxes_clipped"]
                 skipped.extend(tuple(e) for e in json.loads(str(z["errors"])))
+                earlier_run = p.stem.isdigit() and int(p.stem) not in self.in_moments
                 for li, layer in enumerate(self.layers):
                     if f"v{li}" in z.files:
                         vecs.setdefault(layer, []).append(z[f"v{li}"])
+                        if earlier_run:
+                            self._add_moments(layer, vecs[layer][-1])
                     if f"s{li}" in z.files:
                         spat.setdefault(layer, []).append(z[f"s{li}"])
                 if "pred" in z.files:
@@ -662,7 +674,9 @@ class _EncodeJob:
             progress(
                 len(self.src), len(self.src), f"encoded {len(idx)} items, skipped {len(skipped)}"
             )
-        return EncodeResult(self.ds_id, len(idx), skipped, notices, seconds=seconds)
+        return EncodeResult(
+            self.ds_id, len(idx), skipped, notices, seconds=seconds, pca_moments=self.moments
+        )
 
 
 def _name_predictions(pred: np.ndarray, meta) -> tuple[Any, str | None]:

@@ -285,7 +285,7 @@ def nearest(store: Store, ds_id: str, layer: str, row: int, k: int = 12) -> list
 
 
 def _index_for(store: Store, ds_id: str, layer: str, valid: np.ndarray):
-    """The layer's built HNSW index (index, rows) when it is large enough to use one."""
+    """The layer's built IVF index (index, rows) when it is large enough to use one."""
     from latentmap.pipeline.ann import ANN_MIN_ROWS, cached_index
 
     if int(valid.sum()) < ANN_MIN_ROWS:
@@ -294,12 +294,14 @@ def _index_for(store: Store, ds_id: str, layer: str, valid: np.ndarray):
 
 
 def search_method(store: Store, ds_id: str, layer: str) -> str:
-    """How ``nearest`` answers for this layer: "exact", "hnsw" or "exact (index building)"."""
+    """How ``nearest`` answers for this layer: "exact", "IVF index" or "exact (index building)"."""
     from latentmap.pipeline.ann import ANN_MIN_ROWS
 
     valid = store.valid_mask(ds_id, layer)
     if int(valid.sum()) < ANN_MIN_ROWS:
         return "exact"
     return (
-        "hnsw" if _index_for(store, ds_id, layer, valid) is not None else "exact (index building)"
+        "IVF index"
+        if _index_for(store, ds_id, layer, valid) is not None
+        else "exact (index building)"
     )

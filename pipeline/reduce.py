@@ -33,10 +33,13 @@ MIN_POINTS = {"tsne": 5, "umap": 4}
 # FFT-accelerated gradients have a fixed per-iteration grid cost (~15 ms on 2 cores) that
 # makes them slower than Barnes-Hut below ~10k points (50 points: 13 s vs 0.2 s measured).
 FFT_MIN_POINTS = 10_000
-# UMAP projections reuse the exact cosine kNN graph (shared with other views) up to this many
-# points; above it the exact graph costs minutes on a laptop (100k x 512: ~2 min on 2 cores)
-# and umap-learn's own NN-descent is used. Depends only on N, so cache keys stay exact.
+# UMAP projections (cosine) reuse a cached kNN graph of the layer: the exact one (shared with
+# other views) up to this many points; above it the exact graph costs minutes on a laptop
+# (100k x 512: ~2 min on 2 cores) and an NN-descent graph (pynndescent, umap-learn's own
+# search, with its settings) is cached instead, so a second UMAP of the layer (other
+# min_dist, seed or start layout) skips the search. Depends only on N: cache keys stay exact.
 EXACT_KNN_MAX = 50_000
+APPROX_KNN_VERSION = 1
 _LABELS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 
@@ -153,18 +156,108 @@ def _report(progress: Progress | None, fraction: float, message: str) -> None:
         progress(float(min(max(fraction, 0.0), 1.0)), message)
 
 
-def _pca(X: np.ndarray, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
+# Above this many rows per dimension PCA goes through the (D, D) covariance, accumulated over
+# row chunks (one matmul per chunk, no centred copy of X): exact, and at 1M x 512 a few
+# seconds on 2 cores where a randomised SVD of the whole array took ~30 s.
+COV_ROWS_PER_DIM = 10
+COV_MAX_DIM = 4096
+_PCA_CHUNK = 1 << 16
 
+
+class Moments:
+    """Running first and second moments of (N, D) rows, for an exact PCA without keeping
+    the rows: ``add`` chunks as they come (the encode job adds each batch, so the covariance
+    costs nothing after the last one), then ``basis``. Rows with NaN/Inf are skipped, as the
+    maps leave them out. Sums are taken about a shift (the first chunk's mean) in float32
+    matmuls accumulated in float64: no cancellation when the mean is large."""
+
+    def __init__(self, dim: int):
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.s1 = np.zeros(dim, np.float64)
+        self.s2 = np.zeros((dim, dim), np.float64)
+
+    def add(self, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float32)
+        X = X[np.isfinite(X).all(axis=1)]
+        if not len(X):
+            return
+        if self.shift is None:
+            self.shift = X.mean(axis=0, dtype=np.float64)
+        C = X - self.shift.astype(np.float32)
+        self.s1 += C.sum(axis=0, dtype=np.float64)
+        self.s2 += C.T @ C
+        self.n += len(X)
+
+    def basis(self, n_comp: int = 2) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, components (k, D)) with scikit-learn's signs, or None without variance."""
+        if self.n < 2 or self.shift is None:
+            return None
+        m = self.s1 / self.n
+        cov = (self.s2 - self.n * np.outer(m, m)) / (self.n - 1)
+        if not np.isfinite(cov).all() or np.abs(np.diag(cov)).max(initial=0.0) == 0.0:
+            return None  # all rows identical (or overflowing): nothing to show
+        vals, vecs = np.linalg.eigh(cov)
+        comps = vecs[:, ::-1][:, : min(n_comp, len(m))].T.copy()  # largest variance first
+        return self.shift + m, _sklearn_signs(comps)
+
+
+def _sklearn_signs(comps: np.ndarray) -> np.ndarray:
+    """Flip each component so that its largest-magnitude entry is positive (sklearn's rule)."""
+    big = np.argmax(np.abs(comps), axis=1)
+    return comps * np.sign(comps[np.arange(len(comps)), big])[:, None]
+
+
+def uses_moments(n: int, d: int) -> bool:
+    """True when ``pca_basis`` takes the covariance route (so ``Moments`` give the same map)."""
+    return n >= COV_ROWS_PER_DIM * d and d <= COV_MAX_DIM
+
+
+def pca_basis(X: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean (D,), components (k, D), k = min(2, D, N)) of the PCA the maps show, or None when
+    all rows are identical (nothing to show: the map is all zeros).
+
+    Signs follow scikit-learn (the largest-magnitude entry of each component is positive), so
+    a refit on the same rows gives the same map. Many rows per dimension: exact, through the
+    chunked covariance; otherwise scikit-learn's SVD (randomised above 50 dimensions and 500
+    rows, as before)."""
     n, d = X.shape
     n_comp = min(2, d, n)
-    solver = "randomized" if d > 50 and n > 500 else "full"
-    out = np.zeros((n, 2), dtype=np.float32)
+    if n == 0:
+        return None
+    if uses_moments(n, d):
+        m = Moments(d)
+        for s in range(0, n, _PCA_CHUNK):
+            m.add(X[s : s + _PCA_CHUNK])
+        return m.basis(n_comp)
     if np.ptp(X, axis=0).max(initial=0.0) == 0.0:
-        return out  # all rows identical: no variance to show
-    Y = PCA(n_components=n_comp, svd_solver=solver, random_state=seed).fit_transform(X)
-    out[:, :n_comp] = Y
+        return None
+    from sklearn.decomposition import PCA
+
+    solver = "randomized" if d > 50 and n > 500 else "full"
+    pca = PCA(n_components=n_comp, svd_solver=solver, random_state=seed).fit(X)
+    return pca.mean_.astype(np.float64), _sklearn_signs(pca.components_.astype(np.float64))
+
+
+def pca_transform(
+    basis: tuple[np.ndarray, np.ndarray] | None, X: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """(N, 2) float32 coordinates of rows X (or of ``X[rows]``, read chunk by chunk from a
+    memory map) on a ``pca_basis`` (zeros for None)."""
+    n = len(X) if rows is None else len(rows)
+    out = np.zeros((n, 2), dtype=np.float32)
+    if basis is None:
+        return out
+    mean, comps = basis
+    m32, c32 = mean.astype(np.float32), comps.T.astype(np.float32)
+    for s in range(0, n, _PCA_CHUNK):
+        part = X[s : s + _PCA_CHUNK] if rows is None else X[rows[s : s + _PCA_CHUNK]]
+        out[s : s + _PCA_CHUNK, : c32.shape[1]] = (np.asarray(part, np.float32) - m32) @ c32
     return out
+
+
+def _pca(X: np.ndarray, seed: int) -> np.ndarray:
+    return pca_transform(pca_basis(X, seed), X)
 
 
 def _is_degenerate(X: np.ndarray, metric: str) -> bool:
@@ -511,6 +604,77 @@ def start_layout(ref_coords: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
     return start
 
 
+def approx_knn_key(ds_id: str, layer: str, k: int) -> dict[str, Any]:
+    return {
+        "kind": "knn_approx",
+        "version": APPROX_KNN_VERSION,
+        "dataset": ds_id,
+        "layer": layer,
+        "k": int(k),
+        "method": "nndescent-cosine",
+    }
+
+
+def _nndescent(X: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(idx, cosine distances), each (N, k), self excluded: pynndescent with the settings
+    umap-learn uses for its own search."""
+    from pynndescent import NNDescent
+
+    n = len(X)
+    nnd = NNDescent(
+        X,
+        n_neighbors=k + 1,
+        metric="cosine",
+        n_trees=min(64, 5 + int(round(n**0.5 / 20.0))),
+        n_iters=max(5, int(round(np.log2(n)))),
+        max_candidates=60,
+        low_memory=True,
+        random_state=seed,
+        n_jobs=-1,
+        compressed=True,
+    )
+    idx, dist = nnd.neighbor_graph
+    self_hit = idx == np.arange(n)[:, None]
+    # drop each row's own entry (the last column where it did not find itself)
+    drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)
+    keep = np.ones(idx.shape, dtype=bool)
+    keep[np.arange(n), drop] = False
+    return idx[keep].reshape(n, k), dist[keep].reshape(n, k)
+
+
+def layout_graph(
+    store: Store, ds_id: str, layer: str, k: int, *, progress: Progress | None = None
+) -> Entry:
+    """The cosine kNN graph UMAP reuses, cached per dataset x layer x k, in the format of
+    ``neighbors.knn_graph`` (``idx`` full-row indexing, -1 / NaN for invalid rows; ``sims``):
+    exact up to ``EXACT_KNN_MAX`` valid rows, NN-descent above."""
+    from latentmap.pipeline.neighbors import knn_graph
+
+    valid = store.valid_mask(ds_id, layer)
+    n_valid = int(valid.sum())
+    if n_valid <= EXACT_KNN_MAX:
+        return knn_graph(store, ds_id, layer, k=k, progress=progress)
+    k = int(min(k, n_valid - 1))
+
+    def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        t0 = time.perf_counter()
+        rows = np.flatnonzero(valid)
+        _report(progress, 0.0, f"neighbour graph of {n_valid:,} points (NN-descent)")
+        X = np.asarray(store.vectors(ds_id, layer)[rows], dtype=np.float32)
+        cidx, cdist = _nndescent(X, k)
+        idx = np.full((len(valid), k), -1, dtype=np.int64)
+        sims = np.full((len(valid), k), np.nan, dtype=np.float32)
+        ok = cidx >= 0
+        idx[rows] = np.where(ok, rows[np.clip(cidx, 0, None)], -1)
+        sims[rows] = np.where(ok, 1.0 - cdist, np.nan)
+        seconds = time.perf_counter() - t0
+        _report(progress, 1.0, f"neighbour graph done in {seconds:.0f} s")
+        log.info("NN-descent graph %s/%s k=%d: %.1f s", ds_id, layer, k, seconds)
+        return {"idx": idx, "sims": sims}, {"k": k, "n_valid": n_valid, "seconds": seconds}
+
+    return store.get_or_compute(approx_knn_key(ds_id, layer, k), compute)
+
+
 def cached_projection(
     store: Store,
     ds_id: str,
@@ -539,19 +703,22 @@ def projection(
     seed: int = 0,
     progress: Progress | None = None,
     init_from: str | None = None,
+    pca_moments: Moments | None = None,
 ) -> Entry:
     """Read-through cached 2-D projection of a layer.
 
     Arrays: ``coords`` (N, 2) float32 in dataset row order, NaN for rows with NaN/Inf
     latents. Info: ``params`` used, ``notices``, ``seconds``, ``method``, ``ran`` (the method
     actually run: "pca" when t-SNE/UMAP fell back; absent in entries made before it existed)
-    and ``init_from``. UMAP with the cosine metric on up to ``EXACT_KNN_MAX`` points builds
-    (or reuses) ``neighbors.knn_graph``.
+    and ``init_from``. UMAP with the cosine metric builds (or reuses) ``layout_graph``.
 
     ``init_from`` (t-SNE / UMAP only; ignored for PCA and when it is ``layer`` itself) starts
     the layout from the same method's map of another layer (same params and seed, computed
     first if missing), so that maps of successive layers are comparable: rows valid in both
     start at the reference position, the others at the mean of the reference.
+
+    ``pca_moments`` (PCA only): the layer's ``Moments`` gathered while it was encoded; the map
+    is then one projection pass over the stored rows (the same map ``pca_basis`` gives).
     """
     method = _check_method(method)
     valid, n_valid = _valid_count(store, ds_id, layer)
@@ -593,28 +760,48 @@ def projection(
                         f"{n_new} item{'s' if n_new != 1 else ''} not on that map started "
                         "at its centre"
                     )
-        X = np.asarray(store.vectors(ds_id, layer)[rows], dtype=np.float32)
+        Xs = store.vectors(ds_id, layer)
+        if (
+            method == "pca"
+            and pca_moments is not None
+            and pca_moments.n == n_valid
+            and uses_moments(n_valid, int(Xs.shape[1]))
+        ):
+            _report(main, 0.5, "PCA from the moments gathered during the encode")
+            coords_valid = pca_transform(
+                pca_moments.basis(), Xs, None if n_valid == n_all else rows
+            )
+            return _finish(coords_valid, {"params": used, "notices": [], "ran": "pca"}, t0)
+        X = np.asarray(Xs[rows], dtype=np.float32)
         knn = None
         sub = main
         if (
             method == "umap"
             and used["metric"] == "cosine"
-            and used["n_neighbors"] < n_valid <= EXACT_KNN_MAX
+            and used["n_neighbors"] < n_valid
+            and gpu_backend() is None
         ):
-            from latentmap.pipeline.neighbors import knn_graph
-
-            g = knn_graph(
-                store, ds_id, layer, k=used["n_neighbors"], progress=_scaled(main, 0.0, 0.2)
+            g = layout_graph(
+                store, ds_id, layer, used["n_neighbors"], progress=_scaled(main, 0.0, 0.3)
             )
             pos = np.full(n_all, -1, dtype=np.int64)
             pos[rows] = np.arange(n_valid)
-            knn = (pos[g["idx"][rows]], g["sims"][rows])
-            sub = _scaled(main, 0.2, 1.0)
+            gi = np.asarray(g["idx"][rows])
+            knn = (np.where(gi >= 0, pos[gi], -1), g["sims"][rows])
+            if (knn[0][:, : used["n_neighbors"] - 1] < 0).any():
+                log.info("kNN graph of %s/%s has holes: UMAP searches its own", ds_id, layer)
+                knn = None
+            sub = _scaled(main, 0.3, 1.0)
 
         coords_valid, info = reduce(X, method, used, seed=seed, knn=knn, progress=sub, init=init)
+        return _finish(coords_valid, info, t0, init_notices)
+
+    def _finish(coords_valid, info, t0, init_notices=()) -> tuple[dict[str, np.ndarray], dict]:
+        rows = np.flatnonzero(valid)
+        n_all = len(valid)
         coords = np.full((n_all, 2), np.nan, dtype=np.float32)
         coords[rows] = coords_valid
-        notices = clamp_notices + init_notices + list(info["notices"])
+        notices = clamp_notices + list(init_notices) + list(info["notices"])
         n_bad = n_all - n_valid
         if n_bad:
             notices.append(
@@ -631,4 +818,12 @@ def projection(
         }
         return {"coords": coords}, out_info
 
-    return store.get_or_compute(key, compute)
+    def waiting() -> None:
+        _report(
+            progress,
+            0.0,
+            f"{_LABELS[method]} of {layer} is being computed by another job (e.g. the "
+            "background job after the encode): waiting for it",
+        )
+
+    return store.get_or_compute(key, compute, on_wait=waiting)

@@ -618,24 +618,19 @@ def sample_latents(
 
 
 def _pca_place(X: np.ndarray, coords: np.ndarray, Q: np.ndarray, seed: int) -> np.ndarray:
-    """Exact PCA placement: the PCA of ``reduce._pca`` refitted with the same settings (same
-    data, solver and seed give the same components), checked against the stored map; where it
-    does not reproduce the map, the affine map X -> coords is recovered by least squares."""
-    from sklearn.decomposition import PCA
+    """Exact PCA placement: the PCA of ``reduce.pca_basis`` refitted on the same rows (same
+    data and seed give the same components), checked against the stored map; where it does
+    not reproduce the map, the affine map X -> coords is recovered by least squares."""
+    from latentmap.pipeline.reduce import pca_basis, pca_transform
 
-    n, d = X.shape
-    out = np.zeros((len(Q), 2), np.float64)
-    if np.ptp(X, axis=0).max(initial=0.0) == 0.0:
-        return out.astype(np.float32)  # the map is all zeros: nothing to place along
-    n_comp = min(2, d, n)
-    solver = "randomized" if d > 50 and n > 500 else "full"
-    pca = PCA(n_components=n_comp, svd_solver=solver, random_state=seed).fit(X)
-    again = np.zeros((n, 2))
-    again[:, :n_comp] = pca.transform(X)
+    n = len(X)
+    basis = pca_basis(X, seed)
+    if basis is None:
+        return np.zeros((len(Q), 2), np.float32)  # the map is all zeros: nothing to place along
+    again = pca_transform(basis, X)
     scale = max(float(np.abs(coords).max(initial=0.0)), 1e-12)
     if np.abs(again - coords).max() <= 1e-3 * scale:
-        out[:, :n_comp] = pca.transform(Q.astype(X.dtype))
-        return out.astype(np.float32)
+        return pca_transform(basis, np.asarray(Q, dtype=np.float32))
     A = np.hstack([X.astype(np.float64), np.ones((n, 1))])
     W, *_ = np.linalg.lstsq(A, coords.astype(np.float64), rcond=None)
     return (np.hstack([Q.astype(np.float64), np.ones((len(Q), 1))]) @ W).astype(np.float32)

@@ -164,11 +164,17 @@ def save_bytes(dest: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock (works across processes on one machine / NFSv4)."""
+def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Exclusive advisory lock (works across processes on one machine / NFSv4). ``on_wait``
+    is called once, before blocking, when another holder has it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -332,7 +338,10 @@ class Store:
             for p in files:
                 rel = p.relative_to(d).as_posix()
                 if p.is_file() and rel not in sums:
+                    st = p.stat()
                     sums[rel] = fast_digest(p)
+                    # just read whole: this process need not read it again to verify it
+                    _VERIFIED[(str(p), st.st_size, st.st_mtime_ns)] = True
             m["checksums"] = sums
             self.write_manifest(ds_id, m)
         return sums
@@ -472,10 +481,12 @@ class Store:
         self,
         key: dict[str, Any],
         fn: Callable[[], Entry | tuple[dict[str, np.ndarray], dict] | dict[str, np.ndarray]],
+        on_wait: Callable[[], None] | None = None,
     ) -> Entry:
         """Return the entry for key, computing and storing it with fn() on a miss.
 
-        Concurrent callers for the same key wait on a file lock; only one computes.
+        Concurrent callers for the same key wait on a file lock (``on_wait`` is called when
+        they start waiting); only one computes.
         """
         hit = self.lookup(key)
         if hit is not None:
@@ -483,7 +494,7 @@ class Store:
         if not self.compute:
             raise NotCached(key)
         npz, _ = self.entry_paths(key)
-        with file_lock(npz.with_suffix(".lock")):
+        with file_lock(npz.with_suffix(".lock"), on_wait):
             hit = self.lookup(key)
             if hit is not None:
                 return hit

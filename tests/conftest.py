@@ -11,6 +11,7 @@ from latentmap.pipeline.store import Store
 
 # UMAP's 60-90 s compile warm-up (serve, Celery workers) is for users, not for the test suite
 os.environ.setdefault("LATENTMAP_WARMUP", "0")
+os.environ.setdefault("LATENTMAP_PRECOMPUTE", "0")  # tests that want it launch it themselves
 
 
 @pytest.fixture

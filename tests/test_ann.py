@@ -1,4 +1,4 @@
-"""The FAISS HNSW index for large layers: built in the background, cached with a checksum,
+"""The FAISS IVF index for large layers: built in the background, cached with a checksum,
 candidates re-ranked exactly; the exact search below the threshold."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_index_task_builds_and_is_then_used(big):
         store, {"tasks": [tasks.task("index", ds, "z")], "nonce": 1}, lambda p: seen.append(p)
     )
     assert token == {"nonce": 1, "errors": []}
-    assert search_method(store, ds, "z") == "hnsw"
+    assert search_method(store, ds, "z") == "IVF index"
     after = nearest(store, ds, "z", 0, 10)
     assert [r for r, _ in after] == [r for r, _ in before]
     np.testing.assert_allclose([s for _, s in after], [s for _, s in before], rtol=1e-5)
@@ -93,14 +93,30 @@ def test_a_corrupt_index_is_detected_and_rebuilt(big):
     assert ann.cached_index(store, ds, "z") is not None
 
 
-def test_encode_builds_the_index_of_large_layers(store, tmp_path, monkeypatch):
+def test_cli_encode_builds_the_index_of_large_layers(store, tmp_path, monkeypatch, capsys):
+    from latentmap.cli import main as cli
     from latentmap.pipeline.jobs import EncodeRequest, encode
 
     monkeypatch.setattr(ann, "ANN_MIN_ROWS", 1000)
     ann._loaded.clear()
     p = tmp_path / "emb.npy"
     np.save(p, np.random.default_rng(3).normal(size=(1500, 16)).astype(np.float32))
+    # the encode job itself ends at the PCA map: the index is the precompute job's
     ds = encode(store, EncodeRequest(source=str(p))).ds_id
     layer = store.layers(ds)[0]
+    assert ann.cached_index(store, ds, layer) is None
+    assert search_method(store, ds, layer) == "exact (index building)"
+    assert cli(["--cache-dir", str(store.root), "encode", str(p)]) == 0
+    assert "search index of" in capsys.readouterr().out
     assert ann.cached_index(store, ds, layer) is not None
-    assert search_method(store, ds, layer) == "hnsw"
+    assert search_method(store, ds, layer) == "IVF index"
+    assert ann.build_index(store, ds, layer).info["cells"] == ann.n_cells(1500) == 32
+
+
+def test_cells_and_probes_scale_with_the_rows():
+    assert ann.n_cells(1_000_000) == 4096 and ann.n_probe(4096) == 128
+    assert ann.n_cells(200_000) == 2048 and ann.n_probe(2048) == 64
+    assert ann.n_cells(6000) == 128 and ann.n_probe(128) == 32
+    assert ann.n_cells(10) == 16 and ann.n_probe(16) == 16
+    for n in (5_000, 80_000, 3_000_000):
+        assert ann.n_cells(n) * ann.TRAIN_PER_CELL <= n

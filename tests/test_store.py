@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -154,3 +155,26 @@ def test_dataset_files_carry_checksums_and_damage_is_reported(store):
     m.write_bytes(m.read_bytes()[:-3] + b"xyz")
     with pytest.raises(CorruptEntry, match="metadata.parquet"):
         store.metadata(ds)
+
+
+def test_a_caller_waiting_for_another_computing_the_same_key_is_told_and_reuses_it(store):
+
+    key = {"kind": "t", "x": 1}
+    started, calls, told = threading.Event(), [], []
+
+    def slow():
+        calls.append(1)
+        started.set()
+        time.sleep(1.0)
+        return {"a": np.arange(3)}
+
+    t = threading.Thread(target=store.get_or_compute, args=(key, slow))
+    t.start()
+    assert started.wait(10)
+    e = store.get_or_compute(key, slow, on_wait=lambda: told.append(1))
+    t.join()
+    assert told == [1] and calls == [1]  # told once, computed once
+    np.testing.assert_array_equal(e["a"], np.arange(3))
+    told.clear()
+    store.get_or_compute(key, slow, on_wait=lambda: told.append(1))
+    assert told == []  # a hit never waits

@@ -91,7 +91,11 @@ def test_killed_worker_job_is_resumed_by_another_with_nothing_lost(client, tmp_p
         os.killpg(a.pid, signal.SIGKILL)
         a.wait(timeout=20)
         done_before = len(list(parts[0].parent.glob("*.npz")))
-        b = start_worker(cache, url, tmp_path / "b.log", VISIBILITY)
+        # the second worker also takes the precompute job every encode queues (t-SNE only:
+        # UMAP's first-use compile is not needed to show the hand-off)
+        b = start_worker(
+            cache, url, tmp_path / "b.log", {**VISIBILITY, "LATENTMAP_PRECOMPUTE": "tsne"}
+        )
         procs.append(b)
         out = res.get(timeout=240)
         assert out["n"] == 480 and not out["reused"]
@@ -104,6 +108,15 @@ def test_killed_worker_job_is_resumed_by_another_with_nothing_lost(client, tmp_p
         assert done_before >= 6
         X = store.vectors(out["dataset"], store.layers(out["dataset"])[0])
         assert X.shape[0] == 480 and np.isfinite(X).all()
+        from latentmap.pipeline.reduce import cached_projection
+
+        layer = m["default_layer"]
+        assert cached_projection(store, out["dataset"], layer, "pca") is not None  # at once
+        end = time.time() + 120  # then the queued precompute job makes the t-SNE map
+        while cached_projection(store, out["dataset"], layer, "tsne") is None:
+            assert time.time() < end, (tmp_path / "b.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert "latentmap.precompute" in (tmp_path / "b.log").read_text()
         # a reduction and the neighbour index through the same worker
         r = app.send_task(
             "latentmap.reduce", args=[out["dataset"], store.layers(out["dataset"])[0], "pca"]
