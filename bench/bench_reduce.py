@@ -212,9 +212,7 @@ def bench_umap_graph(sizes: list[int], dim: int) -> list[dict]:
     import tempfile
     from pathlib import Path
 
-    from latentmap.pipeline.reduce import layout_graph, projection
-
-    from latentmap.pipeline.reduce import _nndescent, reduce
+    from latentmap.pipeline.reduce import _nndescent, layout_graph, projection, reduce
 
     t0 = time.perf_counter()  # numba compiles pynndescent and UMAP on first use: not timed
     warm = clusters(5000, dim, seed=9)
