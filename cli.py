@@ -588,7 +588,9 @@ def cmd_serve(args) -> int:
     check_access(settings)  # before any slow work: no open server beyond this machine
     from latentmap.callbacks.manager import check_redis
 
-    check_redis(settings)  # Redis configured but unreachable: say so now, not on first job
+    # Redis configured but unreachable: say so now, not on the first job (or, with
+    # LATENTMAP_REDIS_FALLBACK, fall back to embedded jobs); asked once
+    redis_url = check_redis(settings).redis_url
     store = settings.store()
     ds = None
     if args.load_cache and (args.dataset or args.demo):
@@ -608,7 +610,10 @@ def cmd_serve(args) -> int:
         debug=settings.debug or None,
         auth_file=settings.auth_file,
     )
-    settings = check_redis(settings)  # with LATENTMAP_REDIS_FALLBACK: embedded jobs
+    if settings.redis_url != redis_url:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, redis_url=redis_url)
     from latentmap.pipeline import warmup
 
     if not settings.redis_url and warmup.enabled():

@@ -168,3 +168,51 @@ def test_unreachable_redis_is_a_clear_message_at_start(tmp_path):
     s = check_redis(Settings(cache_dir=tmp_path / "c", redis_url="redis://127.0.0.1:1/0",
                              redis_fallback=True))  # fmt: skip
     assert s.redis_url is None
+
+
+def test_serve_with_the_fallback_runs_embedded_jobs_when_redis_is_down(tmp_path):
+    """LATENTMAP_REDIS_FALLBACK=1: the server starts (embedded jobs, a warning naming the
+    URL) and answers, instead of exiting."""
+    import urllib.request
+
+    import pandas as pd
+    from latentmap.pipeline.datasets import write_dataset
+    from latentmap.pipeline.store import Store
+    from test_celery import _free_port
+
+    store = Store(tmp_path / "c")
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    write_dataset(store, name="tiny", vectors={"z": X}, metadata=pd.DataFrame({"i": range(40)}))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LATENTMAP_REDIS_URL": "redis://127.0.0.1:1/0",
+        "LATENTMAP_REDIS_FALLBACK": "1",
+        "LATENTMAP_CACHE_DIR": str(store.root),
+    }
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "latentmap.cli", "serve", "tiny", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        end = time.time() + 90
+        body = None
+        while time.time() < end and body is None:
+            assert p.poll() is None, log.read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert body and "latentmap" in body.lower(), log.read_text()[-2000:]
+        text = log.read_text()
+        assert "redis://127.0.0.1:1/0 is unreachable" in text and "Traceback" not in text
+        assert text.count("unreachable") == 1  # Redis asked once, not once per check
+    finally:
+        stop(p)
