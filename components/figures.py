@@ -230,9 +230,28 @@ def as_labels(values: Any) -> np.ndarray:
 
 
 def categories(values: Any) -> list[str]:
-    """Distinct display strings of a column, in natural order (numbers numerically)."""
-    labels = np.unique(as_labels(values))
-    return sorted((str(v) for v in labels), key=_natural_key)
+    """Distinct display strings of a column, in natural order: numbers first, numerically
+    (ties by text), then the other strings: the order of ``_natural_key``. Long lists are
+    sorted vectorised (a million distinct file names: ~1 s instead of ~3), where only text
+    that starts and ends like a number is parsed as one (so "1_000" or non-ASCII digits,
+    which Python's float() also takes, sort as text there)."""
+    import pandas as pd
+
+    labels = np.asarray(pd.unique(as_labels(values)), dtype=str)
+    if len(labels) < 1000:  # the exact rule, for the usual short lists
+        return sorted((str(v) for v in labels), key=_natural_key)
+    # only strings that start and end like a number go through the (slow) parser
+    ends = np.strings.strip(labels)
+    first, last = np.strings.slice(ends, 0, 1), np.strings.slice(ends, -1, None)
+    cand = np.isin(first, list("0123456789+-.iInN")) & np.isin(last, list("0123456789.fFnN"))
+    nums = np.full(len(labels), np.nan)
+    if cand.any():
+        parsed = pd.to_numeric(pd.Series(labels[cand]), errors="coerce")
+        nums[cand] = parsed.to_numpy(dtype=np.float64)
+    is_num = ~np.isnan(nums)
+    num_labels, text = labels[is_num], np.sort(labels[~is_num])
+    order = np.lexsort((num_labels, nums[is_num]))
+    return [*num_labels[order].tolist(), *text.tolist()]
 
 
 # --------------------------------------------------------------------------- trace groups

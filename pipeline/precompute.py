@@ -137,6 +137,9 @@ def run(
             except (ValueError, OSError, MemoryError, RuntimeError) as e:
                 log.warning("precompute %s of %s: %s", label, ds_id, e)
                 done.append({**t, "error": f"{type(e).__name__}: {e}"})
+        failed = [t for t in done if "error" in t]
+        if failed:  # listed under "Failed" on the status page, with the first reason
+            j.fail(f"{len(failed)} of {len(done)} steps failed; first: {failed[0]['error']}")
     return done
 
 

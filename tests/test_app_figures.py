@@ -160,3 +160,20 @@ def test_camera_from_relayout():
 def test_empty_figure_has_message():
     assert empty_figure("hello")["layout"]["annotations"][0]["text"] == "hello"
     assert empty_figure()["data"] == []
+
+
+def test_long_category_lists_sort_like_the_short_rule():
+    import pandas as pd
+    from latentmap.components.figures import _natural_key, as_labels, categories
+
+    rng = np.random.default_rng(0)
+    vals = (
+        [f"img_{i:05d}.png" for i in range(3000)]
+        + [str(x) for x in rng.integers(0, 500, 800)]
+        + [str(x) for x in rng.normal(size=300)]
+        + ["1e3", " 7", "2.5", "B", "a", "-4", "+3", ".5", "inf", "-Inf", "12 ", "3x", "x3"]
+        + [None, float("nan")]
+    )
+    s = pd.Series(vals, dtype=object)
+    want = sorted((str(v) for v in np.unique(as_labels(s))), key=_natural_key)
+    assert categories(s) == want and len(want) > 1000

@@ -166,6 +166,11 @@ def test_a_failing_step_is_reported_and_the_next_still_runs(mid, monkeypatch):
     done = precompute.run(store, ds, ("index", "tsne"))
     assert [t.get("error", "").split(":")[0] for t in done] == ["MemoryError", "MemoryError", ""]
     assert cached_projection(store, ds, "b", "tsne") is not None
+    from latentmap.pipeline.joblog import list_jobs
+
+    (rec,) = [r for r in list_jobs(store.root) if r["job"] == "precompute"]
+    assert rec["state"] == "failed" and rec["error"].startswith("2 of 3 steps failed")
+    assert "no room" in rec["error"]
 
 
 def test_configured_steps_from_the_environment(monkeypatch):
