@@ -258,3 +258,25 @@ def test_an_encode_resumed_mid_way_gets_its_pca_map_from_the_moments(store, tmp_
     got = cached_projection(store, res.ds_id, layer, "pca")["coords"]
     want = pca_transform(pca_basis(X), X)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_asking_for_a_map_another_job_is_computing_says_so_and_waits_for_it(mid, monkeypatch):
+    import threading
+
+    store, ds = mid
+    real, started = reduce.reduce, threading.Event()
+
+    def slow(*a, **k):
+        started.set()
+        time.sleep(1.0)
+        return real(*a, **k)
+
+    monkeypatch.setattr(reduce, "reduce", slow)
+    bg = threading.Thread(target=precompute.run, args=(store, ds, ("tsne",)))
+    bg.start()
+    assert started.wait(30)
+    said = []
+    e = projection(store, ds, "b", "tsne", progress=lambda f, m: said.append(m))
+    bg.join()
+    assert "being computed by another job" in said[0] and len(said) == 1  # waited, no run
+    assert e.info["method"] == "tsne" and np.isfinite(e["coords"]).all()
