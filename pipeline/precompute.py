@@ -39,8 +39,8 @@ _LABEL = {"index": "search index", "umap": "UMAP map", "tsne": "t-SNE map"}
 
 def configured_steps() -> tuple[str, ...]:
     """The steps ``launch`` runs: ``LATENTMAP_PRECOMPUTE`` = 1 (default: all), 0 (none), or a
-    comma-separated subset such as ``index,umap`` (e.g. to skip t-SNE, an hour at 1M rows on
-    2 cores). Unknown names are ignored with a warning."""
+    comma-separated subset such as ``index,umap`` (e.g. to skip t-SNE: an estimated hour or
+    more at 1M rows on 2 cores). Unknown names are ignored with a warning."""
     raw = os.environ.get("LATENTMAP_PRECOMPUTE", "1").strip().lower()
     if raw in ("", "1", "true", "yes", "on", "all"):
         return STEPS
