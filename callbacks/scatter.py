@@ -51,6 +51,13 @@ def describe(spec: dict) -> str:
     )
 
 
+def camera_only(triggered: dict | None) -> bool:
+    """True when only the camera changed. A link opened with ``cam=`` changes the spec and the
+    camera together: that must draw the map (``ctx.triggered_id`` names just one of them)."""
+    ids_ = set((triggered or {}).values())
+    return bool(ids_) and ids_ <= {ids.CAMERA}
+
+
 def render(
     store,
     spec: dict | None,
@@ -300,7 +307,7 @@ def register(app: Dash, settings: Settings) -> None:
         State(ids.DIAG_SPEC, "data"),
     )
     def update_figure(spec, done, tasks_done, camera, shown, pending, cancels, neighbours, diag):
-        if ctx.triggered_id == ids.CAMERA and not (shown and shown.get("view")):
+        if camera_only(ctx.triggered_prop_ids) and not (shown and shown.get("view")):
             # pan / zoom is the browser's business, except at a density scale (re-binned)
             return no_update, no_update, no_update, no_update
         try:
