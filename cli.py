@@ -614,9 +614,16 @@ def cmd_serve(args) -> int:
         import dataclasses
 
         settings = dataclasses.replace(settings, redis_url=redis_url)
-    from latentmap.pipeline import warmup
+    from latentmap.pipeline import localworker, warmup
 
-    if not settings.redis_url and warmup.enabled():
+    n_workers = localworker.workers_from_env()
+    if not settings.redis_url and n_workers:
+        # spawned UMAP workers that compile numba once now; the jobs forked from this
+        # process hand their UMAPs to them (pipeline/localworker.py)
+        import atexit
+
+        atexit.register(localworker.Pool(n_workers, warm=warmup.enabled()).start().stop)
+    elif not settings.redis_url and warmup.enabled():
         warmup.start_warmup()  # numba's compile cache for UMAP, filled in a spawned child meanwhile
     from latentmap.app import create_app
 

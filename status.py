@@ -2,7 +2,8 @@
 
 Lists running jobs with their progress, the last failed jobs with their error and the last
 finished ones with their duration, from the registry ``pipeline.joblog`` keeps under the cache
-(so it shows the jobs of every process sharing the cache). All text is HTML-escaped.
+(so it shows the jobs of every process sharing the cache), and the embedded server's warm UMAP
+workers (``pipeline.localworker``). All text is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from html import escape
 from typing import Any
 
 from flask import Response, jsonify
-from latentmap.pipeline import joblog
+from latentmap.pipeline import joblog, localworker
 
 STYLE = (
     "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
@@ -49,6 +50,29 @@ def _table(title: str, jobs: list[dict], columns: list[tuple[str, Any]]) -> str:
             cells.append(f"<td{cls}>{escape(str(get(j) or ''))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"{head}<table><tr>{th}</tr>{''.join(rows)}</table>"
+
+
+def _workers(rows: list[dict]) -> str:
+    """The embedded server's warm UMAP workers (none under Celery or with
+    LATENTMAP_UMAP_WORKERS=0)."""
+    if not rows:
+        return ""
+
+    def state(w: dict) -> str:
+        if not w.get("ready"):
+            return "compiling UMAP (once per start)"
+        return f"busy: {w.get('current')}" if w.get("busy") else "ready"
+
+    return _table(
+        "Warm UMAP workers",
+        rows,
+        [
+            ("process", lambda w: w.get("pid")),
+            ("state", state),
+            ("compiled in", lambda w: _secs(w.get("warm_seconds"))),
+            ("maps computed", lambda w: w.get("served")),
+        ],
+    )
 
 
 def render_status(summary: dict[str, Any]) -> str:
@@ -94,7 +118,7 @@ def render_status(summary: dict[str, Any]) -> str:
         f"<style>{STYLE}</style></head><body><h1>latentmap jobs</h1>"
         f"<p class='muted'>as of {escape(_when(summary['now']))}; refreshes every 10 s; "
         "<a href='status.json'>JSON</a></p>"
-        f"{running}{failed}{finished}</body></html>"
+        f"{running}{failed}{finished}{_workers(summary.get('umap_workers') or [])}</body></html>"
     )
 
 
@@ -103,11 +127,15 @@ def register_status(app, settings) -> None:
 
     @app.server.route("/status.json")
     def status_json():
-        response = jsonify(joblog.summary(settings.cache_dir))
+        response = jsonify(
+            {**joblog.summary(settings.cache_dir), "umap_workers": localworker.states()}
+        )
         response.headers["Cache-Control"] = "no-store"
         return response
 
     @app.server.route("/status")
     def status_page():
-        html = render_status(joblog.summary(settings.cache_dir))
+        html = render_status(
+            {**joblog.summary(settings.cache_dir), "umap_workers": localworker.states()}
+        )
         return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"})

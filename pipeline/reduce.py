@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from latentmap.pipeline import localworker
 from latentmap.pipeline.store import Entry, Store
 
 log = logging.getLogger(__name__)
@@ -725,6 +726,23 @@ def projection(
     used, clamp_notices = normalize_params(method, params, n_valid)
     init_from = _init_layer(store, ds_id, layer, method, init_from)
     key = projection_key(ds_id, layer, method, used, seed, init_from=init_from)
+    if method == "umap" and store.compute and os.environ.get(localworker.ENV):
+        # a job forked by the embedded server: a warm worker computes it (no numba compile)
+        hit = store.lookup(key)
+        if hit is not None:
+            return hit
+        request = {
+            "ds_id": ds_id,
+            "layer": layer,
+            "method": method,
+            "params": params,
+            "seed": seed,
+            "init_from": init_from,
+        }
+        if localworker.delegate(str(store.root), request, progress):
+            hit = store.lookup(key)
+            if hit is not None:
+                return hit
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         t0 = time.perf_counter()
