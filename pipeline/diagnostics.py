@@ -344,6 +344,18 @@ def _umap_place(
     ascending; ``embedding``: the training rows' map. Default UMAP settings throughout
     (local_connectivity 1, spread 1, learning rate 1, repulsion 1, 5 negative samples).
     """
+    from latentmap.pipeline import localworker
+
+    if localworker.wanted():  # a job of the embedded server: no numba compile here
+        kwargs = {
+            "n_neighbors": n_neighbors,
+            "min_dist": min_dist,
+            "seed": seed,
+            "disconnection_distance": disconnection_distance,
+        }
+        done, xy = localworker.umap_place((indices, dists, embedding), kwargs)
+        if done:
+            return xy
     import scipy.sparse
     from sklearn.utils import check_random_state
     from umap.layouts import optimize_layout_euclidean

@@ -128,17 +128,32 @@ def _serve_one(conn, address: str = "", state: dict[str, Any] | None = None) -> 
         conn.send(("pong", os.getpid(), "umap" in sys.modules))
         return
     state = state if state is not None else {}
-    state.update(busy=True, current=f"{req.get('method')} of {req.get('ds_id')}/{req.get('layer')}")
+    what = (
+        f"{req.get('method')} of {req.get('ds_id')}/{req.get('layer')}"
+        if req.get("op") == "projection"
+        else "points placed on a UMAP map"
+    )
+    state.update(busy=True, current=what)
     _write_state(address, state)
+    reply = None
     try:
-        _compute(conn, req)
+        reply = _compute(conn, req)
     finally:
         state["served"] = state.get("served", 0) + 1
         state.update(busy=False, current=None)
-        _write_state(address, state)
+        _write_state(address, state)  # before the reply: the caller may look right after
+    if reply is not None:
+        with contextlib.suppress(OSError):
+            try:
+                conn.send(reply)
+            except Exception as e:  # noqa: BLE001 - an exception that does not pickle
+                conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
+                log.debug("reply not sent as is: %s", e)
 
 
-def _compute(conn, req: dict[str, Any]) -> None:
+def _compute(conn, req: dict[str, Any]) -> tuple | None:
+    """Run one request; the reply to send ("done", result) or ("error", exception), or None
+    when the caller went away."""
 
     def progress(frac: float, msg: str) -> None:
         try:
@@ -147,35 +162,35 @@ def _compute(conn, req: dict[str, Any]) -> None:
             raise CallerGone from e
 
     try:
-        if req.get("op") != "projection":
-            raise ValueError(f"unknown request {req.get('op')!r}")
-        from latentmap.pipeline.reduce import projection
-        from latentmap.pipeline.store import Store
+        result = None
+        if req.get("op") == "projection":
+            from latentmap.pipeline.reduce import projection
+            from latentmap.pipeline.store import Store
 
-        projection(
-            Store(req["root"]),
-            req["ds_id"],
-            req["layer"],
-            req["method"],
-            req["params"],
-            seed=req["seed"],
-            init_from=req["init_from"],
-            progress=progress,
-        )
+            projection(
+                Store(req["root"]),
+                req["ds_id"],
+                req["layer"],
+                req["method"],
+                req["params"],
+                seed=req["seed"],
+                init_from=req["init_from"],
+                progress=progress,
+            )
+        elif req.get("op") == "umap_place":
+            from latentmap.pipeline.diagnostics import _umap_place
+
+            result = _umap_place(*req["args"], **req["kwargs"])
+        else:
+            raise ValueError(f"unknown request {req.get('op')!r}")
     except CallerGone:
         log.info(
             "local worker: caller went away; %s/%s stopped", req.get("ds_id"), req.get("layer")
         )
-        return
+        return None
     except Exception as e:  # noqa: BLE001 - handed back to the caller, which raises it
-        with contextlib.suppress(OSError):
-            try:
-                conn.send(("error", e))
-            except Exception:  # noqa: BLE001 - an exception that does not pickle
-                conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
-        return
-    with contextlib.suppress(OSError):
-        conn.send(("done",))
+        return ("error", e)
+    return ("done", result)
 
 
 # --------------------------------------------------------------------------- caller side
@@ -220,18 +235,13 @@ def _say(progress: Progress | None, frac: float, msg: str) -> None:
         progress(frac, msg)
 
 
-def delegate(
-    root: str,
-    request: dict[str, Any],
-    progress: Progress | None = None,
-) -> bool:
-    """Have a free warm worker compute a projection (``request``: ds_id, layer, method,
-    params, seed, init_from); True when it did (the entry is then in the store under
-    ``root``), False when no worker is configured, free or reachable, or one died meanwhile
-    (the caller then computes itself). An error of the computation itself is raised here."""
+def _ask(payload: dict[str, Any], progress: Progress | None) -> tuple[bool, Any]:
+    """Send ``payload`` to a free warm worker: (True, its result), or (False, None) when no
+    worker is configured, free or reachable, or one died meanwhile (the caller then computes
+    itself). An error of the computation itself is raised here."""
     cfg = _config()
     if cfg is None:
-        return False
+        return False, None
     from multiprocessing.connection import Client
 
     for address, lock in zip(cfg["workers"], cfg["locks"], strict=False):
@@ -246,7 +256,7 @@ def delegate(
                 continue
             with conn:
                 try:
-                    conn.send({"op": "projection", "root": str(root), **request})
+                    conn.send(payload)
                     while True:
                         msg = conn.recv()
                         if msg[0] == "progress":
@@ -254,14 +264,37 @@ def delegate(
                         elif msg[0] == "error":
                             raise msg[1]
                         else:
-                            return True
+                            return True, msg[1]
                 except (EOFError, OSError) as e:
                     log.warning("local worker %s stopped mid-job (%s): computing here", address, e)
                     _say(progress, 0.0, "the warm UMAP worker stopped; computing in this job")
-                    return False
+                    return False, None
     if cfg["workers"]:
         _say(progress, 0.0, "all warm UMAP workers are busy: computing in this job")
-    return False
+    return False, None
+
+
+def delegate(
+    root: str,
+    request: dict[str, Any],
+    progress: Progress | None = None,
+) -> bool:
+    """Have a free warm worker compute a projection (``request``: ds_id, layer, method,
+    params, seed, init_from); True when it did (the entry is then in the store under
+    ``root``), False when the caller has to compute it itself (see ``_ask``)."""
+    return _ask({"op": "projection", "root": str(root), **request}, progress)[0]
+
+
+def umap_place(args: tuple, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    """``diagnostics._umap_place(*args, **kwargs)`` (new points placed on a UMAP map: class
+    centroids, samples) in a warm worker: (True, coordinates) or (False, None)."""
+    return _ask({"op": "umap_place", "args": args, "kwargs": kwargs}, None)
+
+
+def wanted() -> bool:
+    """True in a process that should hand numba work to a warm worker: the embedded server
+    and its jobs (``LATENTMAP_LOCAL_WORKERS`` set) that have not compiled UMAP themselves."""
+    return bool(os.environ.get(ENV)) and "umap.layouts" not in sys.modules
 
 
 def ping(timeout: float = 5.0) -> list[dict[str, Any]]:

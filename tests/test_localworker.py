@@ -182,3 +182,43 @@ def test_the_status_page_lists_the_workers_and_what_they_computed(store, pool):
         }
     )
     assert "Warm UMAP workers" in html and "ready" in html
+
+
+PLACE = """
+import json, sys
+import numpy as np
+from latentmap.pipeline import diagnostics
+d = np.load(sys.argv[1])
+xy = diagnostics.umap_transform(d["X"], d["C"], d["Q"], n_neighbors=10, min_dist=0.1, seed=0)
+print(json.dumps({"umap_imported": "umap" in sys.modules, "xy": xy.tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_points_placed_on_a_umap_map_by_a_job_are_placed_by_the_worker(tmp_path, pool):
+    from latentmap.pipeline import diagnostics
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    C = rng.normal(size=(300, 2)).astype(np.float32)
+    Q = X[:4] + 0.01
+    np.savez(tmp_path / "in.npz", X=X, C=C, Q=Q)
+    out = subprocess.run(
+        [sys.executable, "-c", PLACE, str(tmp_path / "in.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["umap_imported"] is False
+    assert localworker.states()[0]["served"] == 1
+    # the same placement as computed here (deterministic for a seed)
+    env = os.environ.pop(localworker.ENV)
+    try:
+        here = diagnostics.umap_transform(X, C, Q, n_neighbors=10, min_dist=0.1, seed=0)
+    finally:
+        os.environ[localworker.ENV] = env
+    np.testing.assert_allclose(np.array(got["xy"]), here, rtol=1e-5, atol=1e-5)
