@@ -621,8 +621,11 @@ def cmd_serve(args) -> int:
         # spawned UMAP workers that compile numba once now; the jobs forked from this
         # process hand their UMAPs to them (pipeline/localworker.py)
         import atexit
+        import signal
 
         atexit.register(localworker.Pool(n_workers, warm=warmup.enabled()).start().stop)
+        # a SIGTERM'd server exits through atexit (the workers also end with their parent)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     elif not settings.redis_url and warmup.enabled():
         warmup.start_warmup()  # numba's compile cache for UMAP, filled in a spawned child meanwhile
     from latentmap.app import create_app

@@ -39,6 +39,14 @@ def warm_umap() -> dict[str, float]:
             t = time.perf_counter()
             umap.UMAP(n_neighbors=10, metric=metric, random_state=0, n_epochs=15).fit_transform(X)
             out[f"fit {n} {metric}"] = time.perf_counter() - t
+        # placing new points on a UMAP map (centroids, samples): umap-learn's transform body
+        from latentmap.pipeline.diagnostics import umap_transform
+
+        X = rng.normal(size=(300, 8)).astype(np.float32)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        t = time.perf_counter()
+        umap_transform(X, X[:, :2].copy(), X[:3], n_neighbors=10, min_dist=0.1, seed=0)
+        out["transform"] = time.perf_counter() - t
     return out
 
 
