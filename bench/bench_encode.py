@@ -50,6 +50,35 @@ def naive_loop(folder: Path, model, batch_size: int = 4) -> float:
     return time.perf_counter() - t0
 
 
+def forward_only(model, shape: tuple[int, ...], n: int, batch_size: int, device: str) -> float:
+    """Seconds for n items through the bare model: the model's bound. Inputs already stacked
+    and on the device (no decoding, hooks, pooling, thumbnails or writes), the same autocast
+    as the encode on CUDA, one warm-up batch not timed."""
+    import contextlib
+
+    import torch
+
+    model = model.to(device).eval()
+    x = torch.rand((batch_size, *shape), device=device)
+    amp = (
+        torch.autocast(
+            "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        )
+        if device.startswith("cuda")
+        else contextlib.nullcontext()
+    )
+    with torch.inference_mode(), amp:
+        model(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for s in range(0, n, batch_size):
+            model(x[: min(batch_size, n - s)]).float()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def pipeline_encode(folder: Path, model_spec: str, cache: Path, **kw) -> tuple[float, int]:
     from latentmap.pipeline.jobs import EncodeRequest, encode
     from latentmap.pipeline.store import Store
@@ -66,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=10_000, help="number of generated TIFFs")
     ap.add_argument("--quick", action="store_true", help="1,000 TIFFs")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--wide-n", type=int, default=2000, help="TIFFs through WideCNN (0: skip)")
     args = ap.parse_args(argv)
     n = 1000 if args.quick else args.n
     import torch
@@ -102,6 +132,17 @@ def main(argv=None) -> int:
         rows.append(("5-band 64x64 TIFF, naive loop bs=4", n, naive, None))
         secs, k = pipeline_encode(tiffs, spec, tmp / "tiff-cache", batch_size=args.batch_size)
         rows.append((f"5-band 64x64 TIFF, latentmap bs={args.batch_size}", k, secs, naive / secs))
+        # --- the model's bound: the same models, bare forward passes on in-memory batches
+        device = jobs.pick_device("auto")
+        bound = [("SmallCNN", model, n, secs)]
+        if args.wide_n:
+            wspec = f"{HERE / 'models.py'}:WideCNN"
+            wtiffs = tiffs if args.wide_n == n else make_tiffs(tmp / "wide", args.wide_n)
+            wsecs, wk = pipeline_encode(
+                wtiffs, wspec, tmp / "wide-cache", batch_size=args.batch_size
+            )
+            rows.append((f"same TIFFs, WideCNN, latentmap bs={args.batch_size}", wk, wsecs, None))
+            bound.append(("WideCNN", _import_class(wspec)(), wk, wsecs))
     print(f"\n{'case':42} {'items':>7} {'seconds':>8} {'items/s':>9} {'vs naive':>9}")
     for name, k, secs, ratio in rows:
         r = f"{ratio:8.2f}x" if ratio else ""
@@ -109,6 +150,11 @@ def main(argv=None) -> int:
     print(
         "\n(latentmap also writes a thumbnail per item and resumable parts; the naive loop does not)"
     )
+    print(f"\nencode vs forward-only on {device} (bs={args.batch_size}; target >= 0.9 on a GPU)")
+    print(f"{'model':10} {'forward items/s':>16} {'encode items/s':>15} {'ratio':>6}")
+    for name, mdl, k, secs in bound:
+        fwd = forward_only(mdl, (5, 64, 64), k, args.batch_size, device)
+        print(f"{name:10} {k / fwd:16.1f} {k / secs:15.1f} {fwd / secs:6.2f}")
     return 0
 
 

@@ -154,7 +154,19 @@ class ItemDataset:
 
 
 def collate_list(batch):
-    return batch
+    """A loader batch: (items, inputs). ``inputs`` stacks the readable items' model inputs into
+    one tensor here, in the loader worker (the main process then only moves it; with CUDA the
+    loader's pin-memory thread pins it, so the copy to the GPU is asynchronous), and their
+    arrays are dropped from ``items`` so that they cross the worker queue once. ``inputs`` is
+    None when no item is readable, or when shapes differ (the items keep their arrays, and the
+    encode reports the shapes)."""
+    import torch
+
+    xs = [x for _i, x, _th, err, _clip in batch if err is None]
+    if not xs or len({x.shape for x in xs}) > 1:
+        return batch, None
+    inputs = torch.from_numpy(np.stack(xs))
+    return [(i, None, th, err, clip) for i, _x, th, err, clip in batch], inputs
 
 
 def _first_readable(source, preprocess) -> np.ndarray:
@@ -496,6 +508,7 @@ class _EncodeJob:
     def _encode_batch(self, b: int, batch, hooked, device, state: dict) -> dict:
         import torch
 
+        batch, inputs = batch
         ok = [(i, x, th) for i, x, th, err, _clip in batch if err is None]
         errors = [(self.src.items[i], err) for i, _x, _th, err, _clip in batch if err is not None]
         arrays: dict[str, np.ndarray] = {"idx": np.array([i for i, _, _ in ok], dtype=np.int64)}
@@ -505,11 +518,10 @@ class _EncodeJob:
                 [sum(c[0] for c in clips), sum(c[1] for c in clips)], dtype=np.int64
             )
         if ok:
-            shapes = {x.shape for _, x, _ in ok}
-            if len(shapes) > 1:
+            if inputs is None:
+                shapes = {x.shape for _, x, _ in ok}
                 raise EncodeError(f"inputs of different shapes in one batch: {sorted(shapes)}")
-            xb = torch.from_numpy(np.stack([x for _, x, _ in ok]))
-            outs = self._forward(hooked, xb, device)
+            outs = self._forward(hooked, inputs, device)
             if not state:
                 state = self._init_state(outs)
             for li, layer in enumerate(self.layers):

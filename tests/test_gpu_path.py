@@ -89,3 +89,37 @@ def test_cuml_layouts_on_the_gpu():
         coords, info = reduce(X, method)
         assert coords.shape == (600, 2) and np.isfinite(coords).all()
         assert any("cuML" in n for n in info["notices"])
+
+
+def _item(i: int, shape=(3, 4, 4), err=None):
+    x = None if err else np.full(shape, i, np.float32)
+    return (i, x, b"png", err, (0, 0))
+
+
+def test_a_loader_batch_arrives_stacked_with_its_arrays_sent_once():
+    from latentmap.pipeline.jobs import collate_list
+
+    items, inputs = collate_list([_item(0), _item(1, err="truncated"), _item(2)])
+    assert isinstance(inputs, torch.Tensor) and inputs.shape == (2, 3, 4, 4)
+    assert inputs[:, 0, 0, 0].tolist() == [0.0, 2.0]  # the readable items, in order
+    assert [x for _i, x, *_ in items] == [None, None, None]  # not sent a second time
+    assert [err for _i, _x, _t, err, _c in items] == [None, "truncated", None]
+    # nothing readable, or shapes that differ: the items as they are, no stack
+    assert collate_list([_item(0, err="bad")])[1] is None
+    mixed, none = collate_list([_item(0), _item(1, shape=(3, 5, 5))])
+    assert none is None and mixed[1][1].shape == (3, 5, 5)
+
+
+@cuda
+def test_cuda_loader_batches_are_pinned():
+    from latentmap.pipeline.jobs import collate_list
+
+    loader = torch.utils.data.DataLoader(
+        [_item(i) for i in range(8)],
+        batch_size=4,
+        collate_fn=collate_list,
+        pin_memory=True,
+        num_workers=2,
+    )
+    for _items, inputs in loader:
+        assert inputs.is_pinned()
