@@ -357,6 +357,28 @@ def _umap_knn(knn: tuple[np.ndarray, np.ndarray], n: int, n_neighbors: int):
     return ind.astype(np.int32), dist
 
 
+class _EpochFile:
+    """A write-only file for umap-learn's epoch bar (``bar_format`` "{n}/{total}"): each
+    refresh is passed on as progress, "UMAP: epoch n/total", between 15 % and 99 %."""
+
+    encoding = "utf-8"
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        import re
+
+        m = re.search(r"(\d+)/(\d+)", text)
+        if m and int(m.group(2)) > 0:
+            done, total = int(m.group(1)), int(m.group(2))
+            self.progress(0.15 + 0.84 * done / total, f"UMAP: epoch {done}/{total}")
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def _umap(
     X: np.ndarray,
     params: dict,
@@ -385,7 +407,15 @@ def _umap(
         start = start - start.mean(axis=0)
         start = (start * (10.0 / np.abs(start).max())).astype(np.float32)
         kw["init"] = start
-    _report(progress, 0.05, "UMAP: loading (first use compiles with numba, ~30 s)")
+    import sys
+
+    _report(
+        progress,
+        0.05,
+        "UMAP: loading"
+        if "umap.umap_" in sys.modules
+        else "UMAP: loading (its first use in a process compiles with numba: 1-2 min)",
+    )
     import umap
 
     model = umap.UMAP(
@@ -396,6 +426,16 @@ def _umap(
         random_state=seed,
         **kw,
     )
+    if progress is not None:
+        # umap-learn reports epochs only through tqdm: its bar, written to _EpochFile, becomes
+        # our progress (and a report that raises, e.g. a cancelled caller, stops the layout)
+        model.tqdm_kwds = {
+            "disable": False,
+            "file": _EpochFile(progress),
+            "bar_format": "{n}/{total}",
+            "mininterval": 1.0,
+            "ascii": True,
+        }
     _report(progress, 0.1, f"UMAP: embedding {n:,} points")
     with warnings.catch_warnings():
         # expected and harmless: random_state disables parallelism; no search index kept

@@ -226,6 +226,30 @@ def test_umap_reuses_precomputed_cosine_knn(digits500, umap_digits):
 
 
 @pytest.mark.slow
+def test_umap_reports_its_epochs_and_a_raising_report_stops_it(digits500, umap_digits, tmp_path):
+    X, _ = digits500
+    seen: list[tuple[float, str]] = []
+    reduce(X, "umap", {"min_dist": 0.3}, seed=0, progress=lambda f, m: seen.append((f, m)))
+    epochs = [(f, m) for f, m in seen if "epoch" in m]
+    assert epochs and epochs[-1][1] == "UMAP: epoch 500/500"
+    fracs = [f for f, _ in epochs]
+    assert fracs == sorted(fracs) and fracs[0] >= 0.15 and fracs[-1] <= 0.99
+
+    class Cancelled(BaseException):  # like localworker.CallerGone: no except Exception stops it
+        pass
+
+    def cancel(_f: float, m: str) -> None:
+        if "epoch" in m:
+            raise Cancelled
+
+    store = Store(tmp_path / "cache")
+    ds = write_dataset(store, name="d", vectors={"z": X}, metadata=pd.DataFrame({"i": range(500)}))
+    with pytest.raises(Cancelled):
+        projection(store, ds, "z", "umap", {"min_dist": 0.4}, progress=cancel)
+    assert cached_projection(store, ds, "z", "umap", {"min_dist": 0.4}) is None  # nothing kept
+
+
+@pytest.mark.slow
 def test_umap_small_n_clamps(umap_digits):
     Y, info = reduce(blobs(5), "umap")
     assert Y.shape == (5, 2) and np.isfinite(Y).all()
