@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -617,6 +618,8 @@ def cmd_serve(args) -> int:
     from latentmap.pipeline import localworker, warmup
 
     n_workers = localworker.workers_from_env()
+    if settings.debug and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
+        n_workers = 0  # the reloader's watcher process serves nothing: its child starts them
     if not settings.redis_url and n_workers:
         # spawned UMAP workers that compile numba once now; the jobs forked from this
         # process hand their UMAPs to them (pipeline/localworker.py)

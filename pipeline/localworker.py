@@ -242,6 +242,7 @@ def _ask(payload: dict[str, Any], progress: Progress | None) -> tuple[bool, Any]
     cfg = _config()
     if cfg is None:
         return False, None
+    from multiprocessing import AuthenticationError
     from multiprocessing.connection import Client
 
     for address, lock in zip(cfg["workers"], cfg["locks"], strict=False):
@@ -251,7 +252,7 @@ def _ask(payload: dict[str, Any], progress: Progress | None) -> tuple[bool, Any]
             _say(progress, 0.0, "handed to the warm UMAP worker (waiting for it to be ready)")
             try:
                 conn = Client(address, family="AF_UNIX", authkey=cfg["authkey"])
-            except (OSError, EOFError) as e:
+            except (OSError, EOFError, AuthenticationError) as e:
                 log.info("local worker %s not reachable: %s", address, e)
                 continue
             with conn:
