@@ -69,7 +69,13 @@ def _workers(rows: list[dict]) -> str:
         [
             ("process", lambda w: w.get("pid")),
             ("state", state),
-            ("compiled in", lambda w: _secs(w.get("warm_seconds"))),
+            (
+                "compiled in",
+                lambda w: (
+                    _secs(w.get("warm_seconds"))
+                    or ("at its first UMAP (LATENTMAP_WARMUP=0)" if w.get("ready") else "")
+                ),
+            ),
             ("maps computed", lambda w: w.get("served")),
         ],
     )
