@@ -13,15 +13,18 @@ import asyncio
 import copy
 import html
 import json
+import logging
 import math
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 CELL_TEXT_MAX = 20  # classes up to which every heatmap cell shows its value
 GL_MIN_PAIRS = 5_000  # above this many class pairs the scatter uses WebGL
@@ -596,6 +599,24 @@ def _run(coro_fn):
     return box["value"]
 
 
+def _page_not_ready(e: BaseException) -> bool:
+    """kaleido 1.x asked its page before the page's script defined ``kaleido_scopes`` (seen
+    on a loaded 2-core machine): a fresh browser gets it right."""
+    return type(e).__name__ == "JavascriptError" and "kaleido_scopes is not defined" in str(e)
+
+
+def _retry_page_not_ready(fn: Callable[[], Any], attempts: int = 3) -> Any:
+    """``fn()``, run again (up to ``attempts`` in all) while kaleido's page was not ready."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as e:
+            if attempt == attempts or not _page_not_ready(e):
+                raise
+            log.warning("PNG export: kaleido's page was not ready (try %d): again", attempt)
+    raise AssertionError("unreachable")
+
+
 def render_pngs(
     items: Sequence[tuple[dict[str, Any], int, int]], *, scale: float = 2, timeout: float = 180
 ) -> list[bytes]:
@@ -619,7 +640,7 @@ def render_pngs(
             return list(await asyncio.gather(*jobs))
 
     try:
-        return _run(render)
+        return _retry_page_not_ready(lambda: _run(render))
     except ChromeNotFoundError as e:
         raise StaticExportError(
             f"PNG export needs Chromium ({browser} could not be used: {e}); "

@@ -286,3 +286,33 @@ def test_png_renders_typed_arrays_with_system_chromium(tmp_path):
     assert not red[295:305, 295:305].any()
     (png,) = render_pngs([(confusion_heatmap(["a", "b"], np.eye(2)), 400, 300)], scale=1)
     assert Image.open(io.BytesIO(png)).size == (400, 300)
+
+
+def test_png_export_tries_again_only_while_kaleidos_page_was_not_ready():
+    from latentmap.components.diagnostic_figures import _retry_page_not_ready
+
+    class JavascriptError(Exception):  # the name kaleido's error class has
+        pass
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise JavascriptError("ReferenceError: kaleido_scopes is not defined")
+        return b"png"
+
+    assert _retry_page_not_ready(flaky) == b"png" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(JavascriptError):  # not ready on the last try: the error stays
+        _retry_page_not_ready(flaky, attempts=2)
+    assert len(calls) == 2
+
+    def broken():
+        calls.append(1)
+        raise JavascriptError("TypeError: figure is invalid")
+
+    calls.clear()
+    with pytest.raises(JavascriptError, match="invalid"):  # any other error: no second try
+        _retry_page_not_ready(broken)
+    assert len(calls) == 1
