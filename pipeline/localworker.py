@@ -230,6 +230,25 @@ def _try_lock(path: str) -> Iterator[bool]:
         os.close(fd)  # closing drops the lock
 
 
+WARM_LIMIT = 600  # s: a worker not ready this long after its start is not waited for
+
+
+def _stuck_warming(address: str) -> bool:
+    """True when the worker's state says it started warming up more than WARM_LIMIT seconds
+    ago and is still not ready (a hung warm-up must not hang the jobs that wait for it)."""
+    try:
+        with open(f"{address}.json") as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return False
+    started = st.get("started")
+    return (
+        not st.get("ready")
+        and isinstance(started, (int, float))
+        and time.time() - started > WARM_LIMIT
+    )
+
+
 def _say(progress: Progress | None, frac: float, msg: str) -> None:
     if progress is not None:
         progress(frac, msg)
@@ -246,6 +265,9 @@ def _ask(payload: dict[str, Any], progress: Progress | None) -> tuple[bool, Any]
     from multiprocessing.connection import Client
 
     for address, lock in zip(cfg["workers"], cfg["locks"], strict=False):
+        if _stuck_warming(address):
+            log.warning("local worker %s still not ready after %d s: skipped", address, WARM_LIMIT)
+            continue
         with _try_lock(lock) as mine:
             if not mine:
                 continue
@@ -271,7 +293,9 @@ def _ask(payload: dict[str, Any], progress: Progress | None) -> tuple[bool, Any]
                     _say(progress, 0.0, "the warm UMAP worker stopped; computing in this job")
                     return False, None
     if cfg["workers"]:
-        _say(progress, 0.0, "all warm UMAP workers are busy: computing in this job")
+        _say(
+            progress, 0.0, "no warm UMAP worker is free (busy or not ready): computing in this job"
+        )
     return False, None
 
 

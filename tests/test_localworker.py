@@ -222,3 +222,22 @@ def test_points_placed_on_a_umap_map_by_a_job_are_placed_by_the_worker(tmp_path,
     finally:
         os.environ[localworker.ENV] = env
     np.testing.assert_allclose(np.array(got["xy"]), here, rtol=1e-5, atol=1e-5)
+
+
+def test_a_worker_stuck_in_its_warm_up_is_not_waited_for(store, pool, monkeypatch):
+    ds = _dataset(store, n=50)
+    address = localworker._config()["workers"][0]
+    # what a warm-up hung for 11 minutes leaves in the worker's state file
+    state = {"pid": 1, "ready": False, "busy": False, "served": 0, "started": time.time() - 660}
+    with open(f"{address}.json", "w") as f:
+        json.dump(state, f)
+    msgs: list[str] = []
+    assert not localworker.delegate(
+        str(store.root), _request(ds, "pca"), lambda f, m: msgs.append(m)
+    )
+    assert any("busy" in m or "computing in this job" in m for m in msgs)
+    # a recent start is waited for as usual
+    state["started"] = time.time()
+    with open(f"{address}.json", "w") as f:
+        json.dump(state, f)
+    assert not localworker._stuck_warming(address)
