@@ -190,14 +190,17 @@ def launch(
 
         if shutil.which("nice"):  # background work: the user's own clicks come first
             cmd = ["nice", "-n", "10", *cmd]
+        # Started through a shell that exits at once, so the process is nobody's descendant:
+        # Dash kills a finished background job's process *tree* when it fetches the result,
+        # which took a direct child along (seen as a precompute that never ran, under load).
         subprocess.Popen(
-            cmd,
+            ["sh", "-c", '"$@" &', "sh", *cmd],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # outlives the request (and a cancelled encode job)
             env={**os.environ, "LATENTMAP_CACHE_DIR": str(cache_dir)},
-        )
+        ).wait(timeout=30)
         return "process"
     except Exception as e:  # noqa: BLE001 - a background nicety: never fail the encode for it
         log.warning("could not start precomputing %s: %s", ds_id, e)

@@ -189,10 +189,14 @@ def test_configured_steps_from_the_environment(monkeypatch):
 
 @pytest.mark.slow
 def test_launch_runs_in_a_detached_process_that_outlives_the_caller(mid):
+    import psutil
     from latentmap.pipeline.joblog import list_jobs
 
     store, ds = mid
     assert precompute.launch(store.root, ds, steps=("tsne",)) == "process"
+    # not our descendant: Dash kills a finished job's whole process tree, and took it along
+    mine = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert not [c for c in mine if "precompute" in c], mine
     deadline = time.monotonic() + 240
     while cached_projection(store, ds, "b", "tsne") is None:
         assert time.monotonic() < deadline, "the background t-SNE never appeared"
