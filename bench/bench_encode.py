@@ -54,20 +54,12 @@ def forward_only(model, shape: tuple[int, ...], n: int, batch_size: int, device:
     """Seconds for n items through the bare model: the model's bound. Inputs already stacked
     and on the device (no decoding, hooks, pooling, thumbnails or writes), the same autocast
     as the encode on CUDA, one warm-up batch not timed."""
-    import contextlib
-
     import torch
+    from latentmap.pipeline.jobs import autocast_for
 
     model = model.to(device).eval()
     x = torch.rand((batch_size, *shape), device=device)
-    amp = (
-        torch.autocast(
-            "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        )
-        if device.startswith("cuda")
-        else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), amp:
+    with torch.inference_mode(), autocast_for(device):
         model(x)
         if device.startswith("cuda"):
             torch.cuda.synchronize()

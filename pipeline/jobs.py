@@ -153,6 +153,18 @@ class ItemDataset:
             return i, None, None, str(e).splitlines()[0][:200] or type(e).__name__, (0, 0)
 
 
+def autocast_for(device: str):
+    """The encode's mixed precision: bf16 (fp16 where bf16 is unsupported) on CUDA, none on
+    the CPU."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(
+        "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    )
+
+
 def collate_list(batch):
     """A loader batch: (items, inputs). ``inputs`` stacks the readable items' model inputs into
     one tensor here, in the loader worker (the main process then only moves it; with CUDA the
@@ -480,15 +492,8 @@ class _EncodeJob:
     def _forward(self, hooked, x, device):
         import torch
 
-        amp = (
-            torch.autocast(
-                "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            )
-            if device.startswith("cuda")
-            else contextlib.nullcontext()
-        )
         try:
-            with torch.inference_mode(), amp:
+            with torch.inference_mode(), autocast_for(device):
                 return {k: v.float() for k, v in hooked(x.to(device, non_blocking=True)).items()}
         except torch.cuda.OutOfMemoryError:
             if len(x) == 1:
